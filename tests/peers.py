@@ -1,0 +1,215 @@
+"""Real peers for the tests: Orthanc as the PACS, dcmtk's storescp, redis-server, and dciodvfy.
+
+Each peer binds to 127.0.0.1 on a free port, lives in a temporary folder and is stopped by the test
+that started it. A test that needs a missing tool is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tool(name: str) -> str:
+    """The path of a command-line tool, or skip the test that needs it."""
+    path = shutil.which(name, path=SEARCH_PATH)
+    if path is None:
+        pytest.skip(f"{name} is not installed (CI installs it: see .ci/run)")
+    return path
+
+
+def shared_data() -> Path:
+    """The ISIC data folder (../shared/data or $DERMNODE_TEST_DATA), or skip."""
+    path = Path(os.environ.get("DERMNODE_TEST_DATA", REPO.parent / "shared" / "data"))
+    if not (path / "metadata.csv").is_file():
+        pytest.skip(f"no data folder at {path} (set DERMNODE_TEST_DATA)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------- dciodvfy
+
+
+@dataclass
+class Verdict:
+    errors: list[str]
+    warnings: list[str]
+    output: str
+
+
+def dciodvfy(path: Path) -> Verdict:
+    """Run dicom3tools' dciodvfy on a file; errors and warnings as lists of lines."""
+    result = subprocess.run([tool("dciodvfy"), str(path)], capture_output=True, text=True)
+    lines = (result.stdout + result.stderr).splitlines()
+    return Verdict(
+        errors=[line for line in lines if line.startswith("Error")],
+        warnings=[line for line in lines if line.startswith("Warning")],
+        output="\n".join(lines),
+    )
+
+
+def assert_dciodvfy_clean(path: Path) -> Verdict:
+    verdict = dciodvfy(path)
+    assert not verdict.errors, f"dciodvfy errors in {path}:\n{verdict.output}"
+    return verdict
+
+
+# ----------------------------------------------------------------------------------------- Orthanc
+
+
+@dataclass
+class Orthanc:
+    aet: str
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen
+    storage: Path
+
+    @property
+    def address(self) -> str:
+        """`AE@host:port`, the destination syntax of the node's settings."""
+        return f"{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    def get(self, route: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{route}", timeout=10) as reply:
+            return json.loads(reply.read())
+
+    def instances(self) -> list[dict]:
+        """Every stored instance with its main DICOM tags."""
+        return [self.get(f"/instances/{iid}?full=false") or {} for iid in self.get("/instances")]
+
+    def tag(self, instance_id: str, tag: str) -> str:
+        """One tag's value as text, e.g. tag(iid, "0008,0016") for the SOP Class UID."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.http_port}/instances/{instance_id}/content/{tag}", timeout=10
+        ) as reply:
+            return reply.read().decode().strip("\x00 ")
+
+    def sop_classes(self) -> list[str]:
+        return [self.tag(iid, "0008,0016") for iid in self.get("/instances")]
+
+    def file(self, instance_id: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/instances/{instance_id}/file", timeout=30) as r:
+            return r.read()
+
+
+@contextmanager
+def orthanc(directory: Path, aet: str = "ORTHANC", accept_from: dict[str, int] | None = None) -> Iterator[Orthanc]:
+    """Start Orthanc on loopback ports with its storage under ``directory``; stop it afterwards."""
+    binary = tool("Orthanc")
+    directory.mkdir(parents=True, exist_ok=True)
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "dermnode-test-pacs",
+        "StorageDirectory": str(directory / "storage"),
+        "IndexDirectory": str(directory / "storage"),
+        "DicomAet": aet,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "UnknownSopClassAccepted": False,
+        "DicomModalities": {name: [name, "127.0.0.1", port] for name, port in (accept_from or {}).items()},
+        "Plugins": [],
+        "HttpServerEnabled": True,
+        "SaveJobs": False,
+        "StableAge": 1,
+    }
+    config_file = directory / "orthanc.json"
+    config_file.write_text(json.dumps(config))
+    log = (directory / "orthanc.log").open("w")
+    process = subprocess.Popen([binary, str(config_file)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(http_port, process=process)
+        wait_for_port(dicom_port, process=process)
+        yield Orthanc(aet, dicom_port, http_port, process, directory / "storage")
+    finally:
+        stop(process)
+        log.close()
+
+
+# ---------------------------------------------------------------------------------------- storescp
+
+
+@contextmanager
+def storescp(directory: Path, aet: str = "STORESCP") -> Iterator[tuple[str, int]]:
+    """dcmtk's storescp on a loopback port writing into ``directory``; yields (aet, port)."""
+    binary = tool("storescp")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--aetitle", aet, "--output-directory", str(directory), "--promiscuous", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield aet, port
+    finally:
+        stop(process)
+
+
+# ------------------------------------------------------------------------------------ redis-server
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """A private redis-server on a loopback port, no persistence; yields its URL."""
+    binary = tool("redis-server")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop(process)
