@@ -1,9 +1,134 @@
-"""Commands of this room, mounted on the `dermnode` app by dermnode/cli.py."""
+"""Commands of the node room: serve, config check, send, audit list|show|export.
+
+Heavy imports (pynetdicom, SQLAlchemy, the workers) happen inside the command functions.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file (default: $DERMNODE_CONFIG or <home>/dermnode.toml)")]
+
+
+def _settings(config: Path | None):  # noqa: ANN202 - Settings, imported lazily
+    from dermnode.node.settings import describe_errors, load_settings
+
+    try:
+        return load_settings(config)
+    except Exception as exc:  # noqa: BLE001 - report any settings problem in words
+        for line in describe_errors(exc):
+            typer.secho(f"error: {line}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def serve(config: ConfigOption = None) -> None:
+    """Run the node: DICOM SCP, study assembly, export (and the embedded queue when no broker is set)."""
+    from dermnode.node.serve import serve as run
+
+    run(_settings(config))
+
+
+def config_check(config: ConfigOption = None) -> None:
+    """Check the settings and the environment; print every problem in words, exit 1 if any."""
+    from dermnode.node.check import check_settings
+    from dermnode.node.settings import config_path
+
+    settings = _settings(config)
+    path = config_path(config)
+    typer.echo(f"config file: {path if path else '(none: environment and defaults)'}")
+    for name, value in settings.model_dump().items():
+        typer.echo(f"  {name} = {value}")
+    problems = check_settings(settings)
+    for problem in problems:
+        typer.secho(f"error: {problem}", fg="red", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.secho("configuration OK", fg="green")
+
+
+def send(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders (searched recursively)")],
+    to: Annotated[str, typer.Option("--to", help="destination AE@HOST:PORT")],
+    calling_ae: Annotated[str, typer.Option("--calling-ae", help="our AE title")] = "DERMNODE",
+) -> None:
+    """C-STORE files and folders to a DICOM destination."""
+    from dermnode.node.send import collect_files, store_files
+    from dermnode.node.settings import parse_destination
+
+    try:
+        destination = parse_destination(to)
+        files = collect_files(paths)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    outcomes = store_files(files, destination, calling_ae=calling_ae)
+    failed = [o for o in outcomes if not o.stored]
+    for outcome in failed:
+        typer.secho(f"not stored: {outcome.path}: {outcome.error}", fg="red", err=True)
+    typer.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} files stored at {destination}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def audit_list(config: ConfigOption = None) -> None:
+    """One line per study: instances received, analyses, veto, models, deliveries, last event."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dermnode.node.audit import AuditStore
+
+    store = AuditStore(_settings(config).database_url)
+    table = Table("study UID", "first seen", "received", "analysed", "veto", "models", "sent", "waiting", "last event")
+    for study in store.studies():
+        table.add_row(study["study_uid"], f"{study['first_at']:%Y-%m-%d %H:%M:%S}", str(study["received"]),
+                      str(study["analysed"]), "yes" if study["veto"] else "", study["models"],
+                      str(study["sent"]), str(study["waiting"]), study["last_event"])
+    Console(width=200).print(table)
+
+
+def audit_show(study_uid: str, config: ConfigOption = None) -> None:
+    """Every event of one study, then its deliveries."""
+    import json
+
+    from dermnode.node.audit import AuditStore
+
+    store = AuditStore(_settings(config).database_url)
+    found = store.events(study_uid)
+    if not found:
+        typer.secho(f"no events for study {study_uid}", fg="red", err=True)
+        raise typer.Exit(1)
+    for item in found:
+        sop = f" {item['sop_instance_uid']}" if item["sop_instance_uid"] else ""
+        typer.echo(f"{item['at']:%Y-%m-%d %H:%M:%S.%f} {item['kind']:<14}{sop} {json.dumps(item['details'], default=str)}")
+    for row in store.deliveries(study_uid):
+        typer.echo(f"delivery {row['sop_instance_uid']} -> {row['destination']}: {row['state']}, "
+                   f"{row['attempts']} attempts{', last error: ' + row['last_error'] if row['last_error'] else ''}")
+
+
+def audit_export(
+    csv: Annotated[Path, typer.Option("--csv", help="CSV file to write: one row per analysed image")],
+    config: ConfigOption = None,
+) -> None:
+    """Export the analysed images (cohort columns, see AuditStore.analysed_rows) as CSV."""
+    from dermnode.node.audit import AuditStore, write_csv
+
+    rows = AuditStore(_settings(config).database_url).analysed_rows()
+    write_csv(rows, csv)
+    typer.echo(f"{len(rows)} analysed images written to {csv}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands (and sub-apps) to the main app."""
+    app.command()(serve)
+    app.command()(send)
+    config_app = typer.Typer(help="Settings of the node.", no_args_is_help=True)
+    config_app.command("check")(config_check)
+    app.add_typer(config_app, name="config")
+    audit_app = typer.Typer(help="The audit log: studies, events, cohort export.", no_args_is_help=True)
+    audit_app.command("list")(audit_list)
+    audit_app.command("show")(audit_show)
+    audit_app.command("export")(audit_export)
+    app.add_typer(audit_app, name="audit")

@@ -1,0 +1,115 @@
+"""The node's database tables (SQLAlchemy 2 Core): audit events, analyses, study keys, deliveries.
+
+SQLite is the default (WAL mode, busy timeout); any SQLAlchemy URL works, e.g.
+``postgresql+psycopg://user@host/dbname``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+#: Everything that happened, in order: received, duplicate, rejected, queued, analysed, sent, failed, error...
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("kind", String(32), nullable=False, index=True),
+    Column("study_uid", String(64), index=True),
+    Column("sop_instance_uid", String(64), index=True),
+    Column("details", JSON, nullable=False, default=dict),
+)
+
+#: One row per analysed source image (the cohort export reads these).
+analyses = Table(
+    "analyses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("study_uid", String(64), index=True),
+    Column("sop_instance_uid", String(64), index=True),
+    Column("status", String(16), nullable=False),
+    Column("header", JSON, nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("result_uids", JSON, nullable=False),
+)
+
+#: Idempotency keys: "enqueue:<key>" when a study went on the queue, "outbox:<key>" when results went out.
+study_keys = Table(
+    "study_keys",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("study_uid", String(64), index=True),
+    Column("state", String(16), nullable=False),
+    Column("task_id", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, default=utcnow),
+)
+
+#: The outbox: one row per (result file, destination).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), index=True),
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("destination", String(300), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_try_at", Float, nullable=False, default=0.0),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("sop_instance_uid", "destination", name="one_delivery_per_destination"),
+)
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine with the tables created; SQLite gets WAL, NORMAL sync and a busy timeout."""
+    if not database_url:
+        raise ValueError("no database URL (Settings fills in SQLite under the home folder)")
+    is_sqlite = database_url.startswith("sqlite")
+    engine = create_engine(
+        database_url,
+        connect_args={"timeout": 30, "check_same_thread": False} if is_sqlite else {},
+        pool_pre_ping=not is_sqlite,
+    )
+    if is_sqlite:
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        path = database_url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    metadata.create_all(engine)
+    return engine

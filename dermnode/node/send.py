@@ -1,0 +1,121 @@
+"""A plain C-STORE SCU: send DICOM files (or every DICOM file under folders) to one destination.
+
+Used by ``dermnode send`` and by the outbox dispatcher. A file counts as stored only on a success
+status (0x0000) or a warning (0xB000, 0xB006, 0xB007: stored, per PS3.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pynetdicom import AE
+
+from dermnode.node.settings import Destination
+
+log = logging.getLogger("dermnode.send")
+STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+MAX_CONTEXTS = 128
+
+
+@dataclass
+class StoreOutcome:
+    path: Path
+    sop_instance_uid: str | None
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.status in STORED_STATUSES
+
+
+@dataclass
+class _Header:
+    path: Path
+    sop_class_uid: UID
+    sop_instance_uid: str
+    transfer_syntax: UID
+
+
+def collect_files(paths: Iterable[Path | str]) -> list[Path]:
+    """Files given directly plus every file under given folders (hidden files skipped), sorted."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    return files
+
+
+def _read_header(path: Path) -> _Header:
+    ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+    return _Header(path, UID(ds.SOPClassUID), str(ds.SOPInstanceUID), UID(ds.file_meta.TransferSyntaxUID))
+
+
+def _contexts(headers: list[_Header]) -> list[tuple[UID, list[UID]]]:
+    pairs = sorted({(h.sop_class_uid, h.transfer_syntax) for h in headers})
+    contexts = []
+    for sop_class, syntax in pairs:
+        syntaxes = [syntax] if syntax.is_compressed else list(dict.fromkeys([syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        contexts.append((sop_class, syntaxes))
+    if len(contexts) > MAX_CONTEXTS:
+        raise ValueError(f"{len(contexts)} SOP class / transfer syntax pairs; one association carries at most {MAX_CONTEXTS}")
+    return contexts
+
+
+def store_files(files: Iterable[Path], destination: Destination, calling_ae: str = "DERMNODE",
+                timeout: float = 30.0) -> list[StoreOutcome]:
+    """C-STORE each file over one association; one outcome per file, in order."""
+    outcomes: list[StoreOutcome] = []
+    headers: list[_Header] = []
+    for path in files:
+        try:
+            headers.append(_read_header(Path(path)))
+        except (InvalidDicomError, AttributeError, OSError) as exc:
+            outcomes.append(StoreOutcome(Path(path), None, error=f"not a readable DICOM file: {exc}"))
+    if not headers:
+        return outcomes
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    for sop_class, syntaxes in _contexts(headers):
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        reason = f"association with {destination} {'rejected' if assoc.is_rejected else 'failed'}"
+        return outcomes + [StoreOutcome(h.path, h.sop_instance_uid, error=reason) for h in headers]
+    try:
+        for header in headers:
+            outcomes.append(_store_one(assoc, header))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return outcomes
+
+
+def _store_one(assoc, header: _Header) -> StoreOutcome:  # noqa: ANN001 - pynetdicom Association
+    outcome = StoreOutcome(header.path, header.sop_instance_uid)
+    if not assoc.is_established:
+        outcome.error = "association closed before this file was sent"
+        return outcome
+    try:
+        reply = assoc.send_c_store(header.path)
+    except (ValueError, RuntimeError, OSError) as exc:
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome
+    if "Status" not in reply:
+        outcome.error = "no reply (connection lost or timed out)"
+        return outcome
+    outcome.status = int(reply.Status)
+    if not outcome.stored:
+        comment = reply.get("ErrorComment", "")
+        outcome.error = f"status 0x{outcome.status:04X}" + (f": {comment}" if comment else "")
+    return outcome

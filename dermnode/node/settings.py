@@ -1,0 +1,231 @@
+"""The node's settings: a TOML file plus environment variables ``DERMNODE_<NAME>``.
+
+Precedence, highest first: keyword arguments, environment variables, the TOML file, defaults.
+The TOML file is ``$DERMNODE_CONFIG`` if set, else ``<home>/dermnode.toml`` if it exists; its keys
+are the field names below (``ae_title = "DERMNODE"``, ``destinations = ["PACS@10.0.0.5:104"]``).
+In the environment, list settings are comma lists (``DERMNODE_DESTINATIONS=PACS@pacs:104,B@b:11112``).
+
+The home (state) folder defaults to ``~/.dermnode``; it holds the spool, the outbox and, unless
+``database_url`` says otherwise, the SQLite database ``dermnode.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import TomlConfigSettingsSource
+
+from dermnode.contract import DEFAULT_VETO_THRESHOLD
+
+CONFIG_FILE_NAME = "dermnode.toml"
+DEFAULT_HOME = Path("~/.dermnode")
+_DESTINATION = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
+_toml_file: ContextVar[Path | None] = ContextVar("dermnode_toml_file", default=None)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM peer: AE title, host and port, written ``AE@host:port``."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def parse_destination(text: str) -> Destination:
+    """``AE@host:port`` -> Destination; ValueError in words when the text is not of that form."""
+    match = _DESTINATION.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not of the form AE@host:port (AE title of 1 to 16 characters)")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is outside 1..65535")
+    return Destination(match["ae"].strip(), match["host"], port)
+
+
+def check_ae_title(title: str) -> str:
+    title = title.strip()
+    if not title:
+        raise ValueError("an AE title may not be empty")
+    if len(title) > 16:
+        raise ValueError(f"AE title {title!r} has {len(title)} characters; at most 16 are allowed")
+    if "\\" in title or any(ord(c) < 32 or ord(c) > 126 for c in title):
+        raise ValueError(f"AE title {title!r} contains a backslash or a non-printable character")
+    return title
+
+
+class Settings(BaseSettings):
+    """Everything the node and its workers need to know; see the module docstring for sources."""
+
+    model_config = SettingsConfigDict(env_prefix="DERMNODE_", extra="forbid", validate_default=True)
+
+    home: Path = DEFAULT_HOME
+    ae_title: str = "DERMNODE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allowed_calling_aes: CommaList = []
+    destinations: CommaList = []
+    veto_destinations: CommaList = []
+    quiet_seconds: float = 10.0
+    broker_url: str = ""
+    database_url: str = ""
+    models_dir: Path | None = None
+    veto_threshold: float = DEFAULT_VETO_THRESHOLD
+    kos_enabled: bool = True
+    for_diagnostic_use: bool = False
+    clip_pretrained: str | None = None
+    queue: str = "dermnode"
+    gpu_queue: str | None = None
+    #: Export: first retry after this many seconds, doubling up to retry_max_seconds.
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    #: Give a delivery up (state "failed") after this many attempts; 0 = keep trying for ever.
+    max_attempts: int = 0
+    #: How often the dispatcher looks for due deliveries.
+    dispatch_poll_seconds: float = 1.0
+    log_level: str = "INFO"
+
+    @field_validator("allowed_calling_aes", "destinations", "veto_destinations", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        return check_ae_title(value)
+
+    @field_validator("allowed_calling_aes")
+    @classmethod
+    def _allowed(cls, value: list[str]) -> list[str]:
+        return [check_ae_title(title) for title in value]
+
+    @field_validator("destinations", "veto_destinations")
+    @classmethod
+    def _destinations(cls, value: list[str]) -> list[str]:
+        return [str(parse_destination(item)) for item in value]
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"port {value} is outside 1..65535")
+        return value
+
+    @field_validator("veto_threshold")
+    @classmethod
+    def _threshold(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"the veto threshold is a probability, between 0 and 1 (got {value})")
+        return value
+
+    @field_validator("quiet_seconds", "retry_base_seconds", "retry_max_seconds", "dispatch_poll_seconds")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be more than 0 seconds (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        self.home = self.home.expanduser().absolute()
+        if self.models_dir is not None:
+            self.models_dir = self.models_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'dermnode.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _toml_file.get()
+        if toml_file is None:
+            return init_settings, env_settings
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+
+    # ------------------------------------------------------------------------ derived paths
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.home / "results"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def destination_list(self) -> list[Destination]:
+        return [parse_destination(text) for text in self.destinations]
+
+    @property
+    def veto_destination_list(self) -> list[Destination]:
+        return [parse_destination(text) for text in self.veto_destinations]
+
+
+def config_path(config_file: Path | str | None = None) -> Path | None:
+    """The TOML file to read: the argument, $DERMNODE_CONFIG, or <home>/dermnode.toml if present."""
+    if config_file:
+        return Path(config_file).expanduser()
+    if os.environ.get("DERMNODE_CONFIG"):
+        return Path(os.environ["DERMNODE_CONFIG"]).expanduser()
+    home = Path(os.environ.get("DERMNODE_HOME") or DEFAULT_HOME).expanduser()
+    candidate = home / CONFIG_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: object) -> Settings:
+    """Settings from keyword overrides, the environment and the TOML file (see config_path).
+
+    Raises FileNotFoundError for a named config file that does not exist and pydantic's
+    ValidationError for bad values (``describe_errors`` turns it into sentences).
+    """
+    path = config_path(config_file)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    token = _toml_file.set(path)
+    try:
+        return Settings(**overrides)
+    finally:
+        _toml_file.reset(token)
+
+
+def describe_errors(error: Exception) -> list[str]:
+    """One sentence per problem in a pydantic ValidationError (or the exception's text)."""
+    errors = getattr(error, "errors", None)
+    if errors is None:
+        return [str(error)]
+    lines = []
+    for item in errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not a dermnode setting (misspelt?)"
+        lines.append(f"{name} (DERMNODE_{name.upper()}): {message}; got {item.get('input')!r}")
+    return lines
