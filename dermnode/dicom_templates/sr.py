@@ -1,0 +1,191 @@
+"""TID 1500 Measurement Report (Comprehensive 3D SR) of one analysed image.
+
+One measurement group per image:
+
+- analysed with a lesion mask: TID 1411 (Volumetric ROI) whose "Referenced Segment" points at the
+  lesion segment of the SEG (segment number only, no frame number: the form that dciodvfy accepts
+  and that resolves with highdicom), with the source image as "Source image for segmentation";
+- no lesion, or failed: TID 1501 (image-level) saying so in coded form, plus the failure reason.
+
+The content of each group is listed in docs/CONFORMANCE.md; :mod:`sr_reading` decodes it.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes as dcm_codes
+from pydicom.uid import generate_uid
+
+from dermnode.contract import CLASS_CODES, AnalysisStatus, LesionAnalysis, ModelIdentity
+from dermnode.dicom_templates import codes
+from dermnode.dicom_templates.seg import LESION_SEGMENT_NUMBER, MANUFACTURER, software_version
+
+ALGORITHM_NAME = "dermnode"
+MODEL_CONTRIBUTION = "dermnode model"
+
+
+def algorithm_uid() -> str:
+    """A UID for this version of the dermnode algorithm (the SR's device observer)."""
+    return generate_uid(entropy_srcs=[ALGORITHM_NAME, software_version()])
+
+
+def _model(analysis: LesionAnalysis, name: str) -> ModelIdentity | None:
+    return next((m for m in analysis.models if m.name == name), None)
+
+
+def _algorithm(model: ModelIdentity | None) -> hd.sr.AlgorithmIdentification | None:
+    if model is None:
+        return None
+    return hd.sr.AlgorithmIdentification(name=model.name, version=model.version, parameters=[f"sha256={model.sha256}"])
+
+
+def _num(name, value: float, unit, model: ModelIdentity | None = None) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=_algorithm(model))
+
+
+def _measurements(analysis: LesionAnalysis) -> list[hd.sr.Measurement]:
+    items = [_num(codes.VETO_THRESHOLD, analysis.veto_threshold, codes.PROBABILITY_UNIT)]
+    classifier = _model(analysis, "classifier")
+    if analysis.probabilities:
+        items += [
+            _num(codes.CLASS_PROBABILITY_CODES[code], analysis.probabilities[code], codes.PROBABILITY_UNIT, classifier)
+            for code in CLASS_CODES
+        ]
+        items.append(_num(codes.PROBABILITY_OF_CANCER, analysis.malignancy_probability, codes.PROBABILITY_UNIT, classifier))
+    if analysis.bcc_probability is not None:
+        items.append(_num(codes.BCC_PROBABILITY, analysis.bcc_probability, codes.PROBABILITY_UNIT, _model(analysis, "bcc_sk")))
+    segmenter = _model(analysis, "segmentation")
+    if analysis.segmentation_confidence is not None:
+        items.append(_num(codes.SEGMENTATION_CONFIDENCE, analysis.segmentation_confidence, codes.PROBABILITY_UNIT, segmenter))
+    if analysis.lesion_area is not None:
+        unit = codes.SQUARE_MILLIMETER if analysis.pixel_spacing_mm else codes.PIXELS
+        items.append(_num(codes.AREA, analysis.lesion_area, unit, segmenter))
+    if analysis.pixel_spacing_mm is not None:
+        items.append(_num(codes.VERTICAL_PIXEL_SPACING, analysis.pixel_spacing_mm[0], codes.MILLIMETER))
+        items.append(_num(codes.HORIZONTAL_PIXEL_SPACING, analysis.pixel_spacing_mm[1], codes.MILLIMETER))
+    for name, value in analysis.radiomics.items():
+        items.append(_num(codes.radiomic_feature_code(name), value, codes.PROBABILITY_UNIT))
+    for stage, seconds in analysis.seconds.items():
+        items.append(_num(codes.stage_time_code(stage), seconds, codes.SECONDS))
+    return items
+
+
+def _evaluations(analysis: LesionAnalysis) -> list[hd.sr.QualitativeEvaluation]:
+    items = [hd.sr.QualitativeEvaluation(codes.ANALYSIS_STATUS, codes.STATUS_CODES[AnalysisStatus(analysis.status).value])]
+    if analysis.top_class is not None:
+        items.append(hd.sr.QualitativeEvaluation(codes.MOST_LIKELY_DIAGNOSIS, codes.DIAGNOSIS_CODES[analysis.top_class]))
+        items.append(hd.sr.QualitativeEvaluation(codes.MALIGNANCY_VETO, codes.YES if analysis.veto else codes.NO))
+    if analysis.bcc_sk_call is not None:
+        items.append(hd.sr.QualitativeEvaluation(codes.BCC_SK_CALL, codes.BCC_SK_CODES[analysis.bcc_sk_call]))
+    return items
+
+
+def _finding_sites(source: Dataset) -> list[hd.sr.FindingSite]:
+    return [
+        hd.sr.FindingSite(anatomic_location=hd.sr.CodedConcept(item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning))
+        for item in source.get("AnatomicRegionSequence", [])[:1]
+    ]
+
+
+def measurement_group(source: Dataset, analysis: LesionAnalysis, seg: Dataset | None):
+    """The TID 1411 or TID 1501 group for one image (see the module docstring)."""
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"dermnode lesion {source.SOPInstanceUID}"[:64])
+    common = dict(
+        tracking_identifier=tracking,
+        finding_type=codes.LESION,
+        algorithm_id=hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=software_version()),
+        finding_sites=_finding_sites(source) or None,
+        measurements=_measurements(analysis),
+        qualitative_evaluations=_evaluations(analysis),
+    )
+    if seg is not None:
+        segment = hd.sr.ReferencedSegment(
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
+            segment_number=LESION_SEGMENT_NUMBER,
+            source_images=[hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID)],
+        )
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
+    else:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    if analysis.failure_reason:
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.FAILURE_REASON,
+                value=analysis.failure_reason[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
+
+
+def contributing_equipment(analysis: LesionAnalysis) -> list[hd.ContributingEquipment]:
+    """The dermnode algorithm, then one item per model (name, version, weights sha256)."""
+    equipment = [
+        hd.ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
+            manufacturer_model_name=ALGORITHM_NAME,
+            software_versions=software_version(),
+            device_serial_number=algorithm_uid(),
+            contribution_description="dermnode AI analysis of dermoscopy images (not for diagnostic use)",
+        )
+    ]
+    equipment += [
+        hd.ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.PROCESSING_EQUIPMENT,
+            manufacturer_model_name=model.name,
+            software_versions=model.version,
+            device_serial_number=model.sha256,
+            contribution_description=MODEL_CONTRIBUTION,
+        )
+        for model in analysis.models
+    ]
+    return equipment
+
+
+def build_sr(
+    source: Dataset,
+    analysis: LesionAnalysis,
+    seg: Dataset | None,
+    *,
+    series_number: int,
+    for_diagnostic_use: bool = False,
+) -> hd.sr.Comprehensive3DSR:
+    """The Measurement Report for ``source``; ``seg`` is the lesion SEG (None without a mask)."""
+    observer = hd.sr.ObserverContext(
+        observer_type=dcm_codes.cid270.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=algorithm_uid(),
+            name=ALGORITHM_NAME,
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{ALGORITHM_NAME} {software_version()}",
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.DERMOSCOPY_PROCEDURE,
+        imaging_measurements=[measurement_group(source, analysis, seg)],
+        referenced_images=[source],
+    )
+    evidence = [source] + ([seg] if seg is not None else [])
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description="dermnode AI results" + ("" if for_diagnostic_use else " (not for diagnostic use)"),
+        contributing_equipment=contributing_equipment(analysis),
+    )
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = codes.PRIVATE_SCHEME
+    scheme.CodingSchemeName = codes.PRIVATE_SCHEME_NAME
+    scheme.CodingSchemeResponsibleOrganization = codes.PRIVATE_SCHEME_RESPONSIBLE
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    return sr
