@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from dermnode.contract import PatientMetadata
 from dermnode.dicom_templates.image_conversion import dicomize_image
 from dermnode.node.settings import Settings
-from peers import free_port, tool
+from peers import free_port, stop, tool, wait_for_port
 
 
 def make_dataset(folder: Path, image_id: str, size: tuple[int, int] = (64, 48), study_uid: str | None = None,
@@ -74,6 +74,20 @@ def running_node(settings: Settings, enqueue: Callable[[str, str], str]) -> Iter
 
     with Node(settings, enqueue) as node:
         yield node
+
+
+@contextmanager
+def storescp_on(folder: Path, port: int, aet: str = "STORESCP") -> Iterator[str]:
+    """dcmtk's storescp accepting every transfer syntax it knows (JPEG included) on ``port``;
+    yields its ``AE@host:port``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([tool("storescp"), "--aetitle", aet, "--output-directory", str(folder),
+                                "--promiscuous", "+xa", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process=process)
+        yield f"{aet}@127.0.0.1:{port}"
+    finally:
+        stop(process)
 
 
 def storescu(settings: Settings, files: list[Path], calling_ae: str = "STORESCU") -> subprocess.CompletedProcess:

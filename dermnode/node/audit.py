@@ -99,10 +99,10 @@ class AuditStore:
         with self._lock, self.engine.begin() as connection:
             yield connection
 
-    def execute(self, statement: Any) -> Any:
-        """Run one writing statement in its own transaction."""
+    def execute(self, statement: Any, parameters: Any = None) -> Any:
+        """Run one writing statement (optionally with a list of rows) in its own transaction."""
         with self.transaction() as connection:
-            return connection.execute(statement)
+            return connection.execute(statement, parameters)
 
     # ------------------------------------------------------------------------------- events
     def record(self, kind: str, study_uid: str | None = None, sop_instance_uid: str | None = None, **details: Any) -> None:
