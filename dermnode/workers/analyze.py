@@ -49,18 +49,20 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
 
 @dataclass
 class Loaded:
-    """An input file, read: a SourceImage, or why it could not be read."""
+    """An input file, read: a SourceImage, or why it could not be read (with the DICOM dataset, if any)."""
 
     path: Path
     name: str
     image: SourceImage | None
     error: str | None = None
     seconds: float = 0.0
+    dataset: object | None = None
 
 
 def load_input(path: Path, name: str, metadata: dict[str, PatientMetadata]) -> Loaded:
     """Read an image or DICOM file into a SourceImage; a clear error instead when it cannot be."""
     start = time.perf_counter()
+    ds = None
     try:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist or is not a file")
@@ -76,8 +78,8 @@ def load_input(path: Path, name: str, metadata: dict[str, PatientMetadata]) -> L
 
             image = SourceImage(load_rgb(path), metadata.get(path.stem, PatientMetadata()), None, name)
     except Exception as error:  # noqa: BLE001 - reported for this file, the others go on
-        return Loaded(path, name, None, f"{type(error).__name__}: {error}", time.perf_counter() - start)
-    return Loaded(path, name, image, None, time.perf_counter() - start)
+        return Loaded(path, name, None, f"{type(error).__name__}: {error}", time.perf_counter() - start, ds)
+    return Loaded(path, name, image, None, time.perf_counter() - start, ds)
 
 
 def unique_names(paths: list[Path]) -> list[str]:
@@ -100,12 +102,12 @@ def write_outputs(loaded: Loaded, analysis: LesionAnalysis, out: Path, settings)
         mask_path = out / f"{loaded.name}_mask.png"
         Image.fromarray(np.where(analysis.mask, 255, 0).astype(np.uint8), mode="L").save(mask_path)
         written["mask"] = str(mask_path)
-    if loaded.image is not None and loaded.image.dataset is not None:
+    if loaded.dataset is not None:  # DICOM input, even when its pixels could not be decoded
         from pydicom import dcmwrite
 
         from dermnode.dicom_templates.results import build_results
 
-        results = build_results(loaded.image.dataset, analysis, kos_enabled=settings.kos_enabled,
+        results = build_results(loaded.dataset, analysis, kos_enabled=settings.kos_enabled,
                                 for_diagnostic_use=settings.for_diagnostic_use)
         for kind, ds in (("seg", results.seg), ("sr", results.sr), ("kos", results.kos)):
             if ds is not None:
@@ -159,12 +161,11 @@ def analyze_files(
             for item in batch:
                 if item.image is None:
                     analysis = analyzer.failed(f"could not read {item.path}: {item.error}")
-                    written: dict[str, str | None] = {"mask": None}
                 else:
                     analysis = next(analyses)
-                    try:
-                        written = write_outputs(item, analysis, out, settings)
-                    except Exception as error:  # noqa: BLE001 - reported for this image
-                        written = {"mask": None, "output_error": f"{type(error).__name__}: {error}"}
+                try:
+                    written = write_outputs(item, analysis, out, settings)
+                except Exception as error:  # noqa: BLE001 - reported for this image
+                    written = {"mask": None, "output_error": f"{type(error).__name__}: {error}"}
                 yield record(item, analysis, written)
                 bar.update(1)

@@ -9,6 +9,11 @@
 Redis keeps its data in ``<home>/queue/redis.db`` (saved on shutdown), so queued studies survive a
 restart of the node. The worker is a ``celery worker`` subprocess with the solo pool: one warm
 process that keeps the models loaded between studies. Both are stopped on exit.
+
+A study whose worker died mid-task comes back after the visibility timeout (see celery_app.py).
+With a single local worker a short one is safe: a study handed out twice is analysed once (the
+idempotency key) and its second delivery just waits behind the first. So unless
+DERMNODE_VISIBILITY_TIMEOUT says otherwise the embedded worker uses 120 s.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dermnode.node.settings import Settings
 from dermnode.workers.celery_app import WORKER_SETTINGS_ENV, analysis_queue, celery_for
 
 log = logging.getLogger(__name__)
+EMBEDDED_VISIBILITY_TIMEOUT = 120
 
 
 class EmbeddedQueue:
@@ -59,6 +65,7 @@ class EmbeddedQueue:
         settings_file.write_text(self.settings.model_dump_json())
         queues = ",".join(sorted({self.settings.queue, analysis_queue(self.settings)}))
         env = dict(os.environ, **{WORKER_SETTINGS_ENV: str(settings_file)})
+        env.setdefault("DERMNODE_VISIBILITY_TIMEOUT", str(EMBEDDED_VISIBILITY_TIMEOUT))
         log_file = (self.settings.log_dir / "worker.log")
         log_file.parent.mkdir(parents=True, exist_ok=True)
         command = [
