@@ -11,7 +11,7 @@ from PIL import Image
 def load_rgb(path: Path) -> np.ndarray:
     """An image file as RGB uint8 (rows x cols x 3)."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
 def load_mask(path: Path) -> np.ndarray:
@@ -50,7 +50,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an RGB uint8 image to ``size`` = (rows, cols) with bilinear interpolation."""
     rows, cols = size
-    return np.asarray(Image.fromarray(as_rgb(image)).resize((cols, rows), Image.BILINEAR), dtype=np.uint8)
+    return np.array(Image.fromarray(as_rgb(image)).resize((cols, rows), Image.BILINEAR), dtype=np.uint8)
 
 
 def resize_gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

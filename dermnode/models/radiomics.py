@@ -54,7 +54,9 @@ class RadiomicsExtractor:
         logging.getLogger("radiomics").setLevel(logging.ERROR)
         self.bin_width = bin_width
         self.working_size = working_size
-        self._extractor = featureextractor.RadiomicsFeatureExtractor(force2D=True, binWidth=bin_width)
+        self._extractor = featureextractor.RadiomicsFeatureExtractor(
+            force2D=True, binWidth=bin_width, additionalInfo=False
+        )
         self._extractor.disableAllFeatures()
         for name in FEATURE_CLASSES:
             self._extractor.enableFeatureClassByName(name)
