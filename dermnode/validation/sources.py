@@ -44,14 +44,14 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
     node's mask.
     Files that are not DICOM, or SRs that are not dermnode's, are counted and skipped.
     """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"SR folder {directory} does not exist")
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     from dermnode.dicom_templates.sr_reading import read_sr
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"SR folder {directory} does not exist")
     reports, seg_files, skipped, unreadable = [], {}, 0, []
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         try:
