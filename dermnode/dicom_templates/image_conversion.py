@@ -310,6 +310,7 @@ def dicomize_image(image_path: Path, image_id: str, metadata: PatientMetadata) -
     ds.LossyImageCompressionMethod = "ISO_10918_1"
     ds.PixelData = encapsulate([stream])
     ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True  # encapsulated: also when sent from memory (pynetdicom)
     return ds
 
 

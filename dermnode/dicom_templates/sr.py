@@ -120,6 +120,33 @@ def measurement_group(source: Dataset, analysis: LesionAnalysis, seg: Dataset | 
     return group
 
 
+#: Source Modality -> CID 29 code for the Image Library entry descriptors.
+_MODALITIES = {"DMS": dcm_codes.cid29.Dermoscopy, "XC": dcm_codes.cid29.ExternalCameraPhotography}
+
+
+def image_library(source: Dataset) -> hd.sr.ContainerContentItem:
+    """TID 1600 Image Library with the source image (built here: highdicom 0.28's ImageLibrary
+    does not know Dermoscopic Photography Image Storage)."""
+    entry = hd.sr.ImageContentItem(
+        name=hd.sr.CodedConcept("260753009", "SCT", "Source"),
+        referenced_sop_class_uid=source.SOPClassUID,
+        referenced_sop_instance_uid=source.SOPInstanceUID,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    modality = _MODALITIES.get(str(source.get("Modality", "")))
+    if modality is not None:
+        entry.ContentSequence = [
+            hd.sr.CodeContentItem(
+                name=dcm_codes.DCM.Modality, value=modality, relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
+            )
+        ]
+    group = hd.sr.ContainerContentItem(name=dcm_codes.DCM.ImageLibraryGroup, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    group.ContentSequence = [entry]
+    library = hd.sr.ContainerContentItem(name=dcm_codes.DCM.ImageLibrary, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    library.ContentSequence = [group]
+    return library
+
+
 def contributing_equipment(analysis: LesionAnalysis) -> list[hd.ContributingEquipment]:
     """The dermnode algorithm, then one item per model (name, version, weights sha256)."""
     equipment = [
@@ -168,8 +195,10 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.DERMOSCOPY_PROCEDURE,
         imaging_measurements=[measurement_group(source, analysis, seg)],
-        referenced_images=[source],
     )
+    items = report[0].ContentSequence
+    position = next(i for i, item in enumerate(items) if item.ValueType == "CONTAINER")  # Imaging Measurements
+    items.insert(position, image_library(source))
     evidence = [source] + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
