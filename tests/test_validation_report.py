@@ -1,0 +1,220 @@
+"""`dermnode validate` end to end on dicomized ISIC images, and the report in headless Chromium.
+
+The audit store and the outbox are filled the way the node fills them (``record_analysis`` with the
+source header of a dicomized image; SEG, SR and KOS from ``build_results`` in the outbox layout); the analyses carry seeded probabilities leaning
+towards the real diagnosis (the models are tested elsewhere: here the subject is the validation).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from sklearn import metrics as sk
+from typer.testing import CliRunner
+
+from dermnode.cli import app
+from dermnode.contract import CLASS_CODES, MALIGNANT_CODES, AnalysisStatus, LesionAnalysis
+from dermnode.dicom_templates.image_conversion import dicomize_image
+from dermnode.dicom_templates.results import build_results
+from dermnode.models.dataset_index import load_records
+from dermnode.node.audit import AuditStore, source_header
+from peers import shared_data
+
+PER_CLASS = 5  # isic-8class images per diagnosis
+WITH_MASKS = 8  # isic2018-task1 images with expert masks (their SEG gets a shifted copy of the mask)
+
+
+def seeded_analysis(rng: np.random.Generator, diagnosis: str, mask: np.ndarray) -> LesionAnalysis:
+    alpha = np.ones(len(CLASS_CODES))
+    alpha[CLASS_CODES.index(diagnosis)] += 3
+    probabilities = dict(zip(CLASS_CODES, rng.dirichlet(alpha).tolist()))
+    bcc = float(np.clip(rng.normal(0.7 if diagnosis == "BCC" else 0.35, 0.2), 0, 1))
+    return LesionAnalysis(status=AnalysisStatus.ANALYSED, mask=mask, segmentation_confidence=0.9,
+                          probabilities=probabilities, bcc_probability=bcc)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def node_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A node home (audit database + outbox SEG files) and the truth CSV for it."""
+    data = shared_data()
+    home = tmp_path_factory.mktemp("node")
+    records = load_records(data)
+    rng = np.random.default_rng(5)
+    chosen = [r for code in CLASS_CODES for r in [x for x in records if x.collection == "isic-8class"
+              and x.diagnosis == code][:PER_CLASS]]  # fmt: skip
+    taken = {r.image_id for r in chosen}
+    chosen += [r for r in records if r.mask_path and r.diagnosis and r.image_id not in taken][:WITH_MASKS]
+    store = AuditStore(f"sqlite:///{home / 'dermnode.db'}")
+    truth_rows = []
+    for index, record in enumerate(chosen):
+        ds = dicomize_image(record.image_path, record.image_id, record.metadata)
+        if record.mask_path:
+            mask = np.roll(np.asarray(Image.open(record.mask_path).convert("L")) > 0, 12, axis=1)
+        else:
+            mask = np.zeros((ds.Rows, ds.Columns), bool)
+            mask[ds.Rows // 4 : 3 * ds.Rows // 4, ds.Columns // 4 : 3 * ds.Columns // 4] = True
+        analysis = seeded_analysis(rng, record.diagnosis, mask)
+        if index % 17 == 3:  # the node failed on a few images: their truth rows are excluded
+            analysis = LesionAnalysis(status=AnalysisStatus.FAILED, failure_reason="pixel data cannot be decoded")
+        results = build_results(ds, analysis)
+        folder = home / "outbox" / ds.StudyInstanceUID  # the node's outbox layout: <study>/<sop uid>.dcm
+        folder.mkdir(parents=True, exist_ok=True)
+        for result in results.datasets():
+            result.save_as(folder / f"{result.SOPInstanceUID}.dcm", enforce_file_format=True)
+        uids = {"seg": results.seg and str(results.seg.SOPInstanceUID), "sr": str(results.sr.SOPInstanceUID),
+                "kos": results.kos and str(results.kos.SOPInstanceUID)}  # fmt: skip
+        store.record_analysis(source_header(ds, record.metadata), analysis, uids)
+        truth_rows.append([str(ds.SOPInstanceUID), record.diagnosis, str(record.mask_path or "")])
+    store.close()
+    truth_rows += [["1.2.999.1", "MEL", ""], [truth_rows[0][0] + ".7", "wart", ""]]
+    truth = home / "truth.csv"
+    with truth.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sop_instance_uid", "diagnosis", "mask"])
+        writer.writerows(truth_rows)
+    return home, truth
+
+
+def run_validate(truth: Path, out: Path, home: Path, *source: str) -> str:
+    result = CliRunner().invoke(
+        app, ["validate", "--truth", str(truth), *source, "--out", str(out), "--bootstrap", "200"],
+        env={"DERMNODE_HOME": str(home), "DERMNODE_CONFIG": "", "DERMNODE_DATABASE_URL": ""},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def report_dir(node_home: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home, truth = node_home
+    out = tmp_path_factory.mktemp("report")
+    assert "cases joined on sop_instance_uid" in run_validate(truth, out, home, "--audit")
+    return out
+
+
+def test_report_figures_equal_scikit_learn(report_dir: Path) -> None:
+    report = json.loads((report_dir / "report.json").read_text())
+    with (report_dir / "cases.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    n_failed = len([i for i in range(PER_CLASS * len(CLASS_CODES) + WITH_MASKS) if i % 17 == 3])
+    assert len(rows) == report["counts"]["cases"] == PER_CLASS * len(CLASS_CODES) + WITH_MASKS - n_failed
+    reasons = [e["reason"] for e in report["excluded"]]
+    assert reasons.count("the node did not analyse the image (status failed: pixel data cannot be decoded)") == n_failed
+    assert "no recorded output with this sop_instance_uid" in reasons and "unknown diagnosis 'wart'" in reasons
+
+    truth = np.array([CLASS_CODES.index(r["truth"]) for r in rows])
+    probs = np.array([[float(r[f"p_{c}"]) for c in CLASS_CODES] for r in rows])
+    malignant = np.isin([r["truth"] for r in rows], MALIGNANT_CODES)
+    malignancy = np.array([float(r["malignancy_probability"]) for r in rows])
+    for k, code in enumerate(CLASS_CODES):
+        assert report["discrimination"][code]["auroc"] == pytest.approx(sk.roc_auc_score(truth == k, probs[:, k]))
+    assert report["discrimination"]["malignant"]["auroc"] == pytest.approx(sk.roc_auc_score(malignant, malignancy))
+    veto = next(r for r in report["table2"]["rows"] if r["group"] == "malignant")["at_veto"]
+    called = malignancy >= 0.3
+    assert veto["sensitivity"] == pytest.approx(sk.recall_score(malignant, called))
+    assert veto["specificity"] == pytest.approx(sk.recall_score(~malignant, ~called))
+    assert veto["ppv"] == pytest.approx(sk.precision_score(malignant, called))
+    assert [r["veto"] == "True" for r in rows] == called.tolist()
+
+
+def test_dice_and_iou_from_the_nodes_seg_files(report_dir: Path) -> None:
+    report = json.loads((report_dir / "report.json").read_text())
+    segmentation = report["segmentation"]
+    assert segmentation["n_with_truth_mask"] >= WITH_MASKS - 1 and segmentation["n_scored"] == segmentation["n_with_truth_mask"]
+    scored = [c for c in report["cases"] if c["dice"] is not None]
+    assert all(0.5 < c["dice"] < 1.0 and c["iou"] < c["dice"] for c in scored)  # shifted by 12 pixels
+    assert segmentation["dice"]["mean"] == pytest.approx(np.mean([c["dice"] for c in scored]))
+
+
+def test_sr_files_give_the_same_figures_as_the_audit_log(node_home: tuple[Path, Path], report_dir: Path,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    home, truth = node_home
+    run_validate(truth, tmp_path, home, "--sr-dir", str(home / "outbox"))
+    from_sr = json.loads((tmp_path / "report.json").read_text())
+    from_audit = json.loads((report_dir / "report.json").read_text())
+    assert from_sr["source"]["mode"] == "sr-dir" and from_sr["source"]["seg_files_matched"] > 0
+    assert from_sr["counts"]["cases"] == from_audit["counts"]["cases"]
+    for section in ("discrimination", "table2", "confusion_matrix", "segmentation"):
+        assert _close(from_sr[section], from_audit[section]), section
+
+
+def _close(a: object, b: object) -> bool:
+    """Equal up to float rounding (the SR stores probabilities as decimal strings)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, abs=1e-6)
+    return a == b
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[str] = []
+        self.images: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "td":
+            self._in_cell = True
+            self.cells.append("")
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_cell = self._in_cell and tag != "td"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_cell:
+            self.cells[-1] += data
+
+
+def test_html_is_self_contained_with_filled_tables(report_dir: Path) -> None:
+    html = (report_dir / "report.html").read_text()
+    parsed = _Tables()
+    parsed.feed(html)
+    numbers = [c for c in parsed.cells if c.strip().replace(".", "", 1).isdigit()]
+    assert len(numbers) > 200
+    assert len(parsed.images) == 5
+    for source in parsed.images:
+        assert source.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        assert image.width > 400 and image.height > 300
+    assert "http://" not in html and "https://" not in html
+    assert "BCC-vs-SK CLIP/CoOp paper" in html and "must be filled in from the paper" in html
+
+
+def test_report_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (CI installs it: see .ci/run)")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1400,3000",
+         (report_dir / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (3000, 1400)
+    ink = (pixels < 200).any(axis=2).mean()
+    assert ink > 0.03, f"only {ink:.1%} of the page is not white: the report did not render"
+    colours = {tuple(c) for c in pixels[::4, ::4].reshape(-1, 3) // 32}
+    assert len(colours) > 40, "too few colours for tables plus ROC, PR, confusion and calibration plots"
+    plot_region = pixels[:, 60:1100]
+    blue_rows = ((plot_region[..., 2] > 150) & (plot_region[..., 0] < 120)).any(axis=1).sum()
+    assert blue_rows > 300, "no coloured curves or matrix cells visible"
