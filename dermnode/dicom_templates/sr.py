@@ -90,7 +90,7 @@ def _finding_sites(source: Dataset) -> list[hd.sr.FindingSite]:
 
 def measurement_group(source: Dataset, analysis: LesionAnalysis, seg: Dataset | None):
     """The TID 1411 or TID 1501 group for one image (see the module docstring)."""
-    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"dermnode lesion {source.SOPInstanceUID}"[:64])
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"dermnode lesion, series {source.get('SeriesNumber', '')} image {source.get('InstanceNumber', '')}")
     common = dict(
         tracking_identifier=tracking,
         finding_type=codes.LESION,
