@@ -74,6 +74,9 @@ def test_key_column_preference_and_file_errors(tmp_path: Path) -> None:
         read_truth(write(tmp_path / "nodx.csv", "study_uid,label\n1,NV\n"))
     with pytest.raises(TruthFileError, match="does not exist"):
         read_truth(tmp_path / "missing.csv")
+    (tmp_path / "latin1.csv").write_bytes("study_uid,diagnosis\n1,n\xe6vus\n".encode("latin-1"))
+    with pytest.raises(TruthFileError, match="not a readable UTF-8 CSV"):
+        read_truth(tmp_path / "latin1.csv")
 
 
 def test_join_pairs_outputs_and_explains_the_rest(tmp_path: Path) -> None:

@@ -100,16 +100,19 @@ def read_truth(path: Path) -> Truth:
     path = Path(path)
     if not path.is_file():
         raise TruthFileError(f"truth file {path} does not exist")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        reader.fieldnames = columns
-        key_column = next((c for c in KEY_COLUMNS if c in columns), None)
-        if key_column is None:
-            raise TruthFileError(f"{path} has no key column: it needs one of {', '.join(KEY_COLUMNS)}")
-        if "diagnosis" not in columns:
-            raise TruthFileError(f"{path} has no 'diagnosis' column")
-        raw = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            reader.fieldnames = columns
+            raw = list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise TruthFileError(f"{path} is not a readable UTF-8 CSV file: {error}") from None
+    key_column = next((c for c in KEY_COLUMNS if c in columns), None)
+    if key_column is None:
+        raise TruthFileError(f"{path} has no key column: it needs one of {', '.join(KEY_COLUMNS)}")
+    if "diagnosis" not in columns:
+        raise TruthFileError(f"{path} has no 'diagnosis' column")
 
     excluded: list[Exclusion] = []
     seen: dict[str, TruthRow] = {}
