@@ -1,0 +1,221 @@
+"""Training of the BCC-versus-SK model.
+
+Stage A (``cpu`` profile only, since no pretrained encoder exists for it): image and text encoders
+learn from scratch with the hand-written prompts ``"a dermoscopic image of <class>."``, by
+cross-entropy over the scaled image-text cosine similarities. Stage B (every profile): both
+encoders frozen, the CoOp context vectors and the linear probe learn by cross-entropy, on image
+embeddings of augmented views computed once. Data: BCC against BKL (the benign-keratosis side
+standing in for seborrheic keratosis, as the data README says). Stage A checkpoints every epoch
+into a work directory and resumes there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dermnode.contract import CLASS_CODES
+from dermnode.models.bcc_sk_net import BccSkNet
+from dermnode.models.classifier_data import ClassifierCache
+from dermnode.models.classifier_train import augment, to_tensors
+
+log = logging.getLogger(__name__)
+POSITIVE, NEGATIVE = "BCC", "BKL"
+
+
+@dataclass
+class BccSkSettings:
+    encoder_epochs: int = 24
+    coop_epochs: int = 40
+    views: int = 4
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def bcc_sk_subset(cache: ClassifierCache) -> tuple[ClassifierCache, np.ndarray]:
+    """The BCC and BKL cases of a cache, and targets in the network's order (0 = BCC, 1 = SK)."""
+    codes = np.array(CLASS_CODES)[cache.labels]
+    index = np.flatnonzero(np.isin(codes, (POSITIVE, NEGATIVE)))
+    subset = cache.subset(index)
+    targets = np.where(np.array(CLASS_CODES)[subset.labels] == POSITIVE, 0, 1)
+    return subset, targets
+
+
+def _weights(targets: np.ndarray) -> torch.Tensor:
+    counts = np.bincount(targets, minlength=2).astype(float)
+    weights = counts.sum() / (2 * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def train_encoders(
+    net: BccSkNet, train: ClassifierCache, targets: np.ndarray, settings: BccSkSettings, work_dir: Path, progress=True
+) -> None:
+    """Stage A: both encoders from scratch with the fixed hand-written context."""
+    from tqdm import tqdm
+
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(net.clip.parameters(), lr=settings.lr, weight_decay=0.05)
+    steps = math.ceil(len(targets) / settings.batch_size)
+    total_steps = settings.encoder_epochs * steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
+    )
+    checkpoint, start = work_dir / "bcc_sk_stage_a.pt", 0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start = state["epoch"]
+    y, weights = torch.from_numpy(targets), _weights(targets)
+    for epoch in range(start, settings.encoder_epochs):
+        net.train()
+        order, total = torch.randperm(len(y), generator=generator).numpy(), 0.0
+        for step in tqdm(range(steps), desc=f"encoders epoch {epoch + 1}/{settings.encoder_epochs}", disable=not progress):
+            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            rgb, _ = augment(*to_tensors(train, index, net.image_size), generator, mask_dropout=1.0)
+            text = F.normalize(net.encode_prompts(None), dim=-1)
+            image = F.normalize(net.encode_image(rgb), dim=-1)
+            logits = net.clip.logit_scale.exp() * image @ text.T
+            loss = F.cross_entropy(logits, y[index], weight=weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                net.clip.logit_scale.clamp_(0, math.log(100))
+            total += loss.item() * len(index)
+        log.info("encoders epoch %d loss %.4f", epoch + 1, total / len(y))
+        torch.save(
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "epoch": epoch + 1,
+            },
+            checkpoint,
+        )
+
+
+@torch.no_grad()
+def image_embeddings(net: BccSkNet, cache: ClassifierCache, views: int = 1, seed: int = 0) -> torch.Tensor:
+    """views x N x D embeddings: view 0 plain, further views augmented."""
+    net.eval()
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for view in range(views):
+        chunks = []
+        for start in range(0, len(cache.labels), 128):
+            index = np.arange(start, min(start + 128, len(cache.labels)))
+            rgb, mask = to_tensors(cache, index, net.image_size)
+            if view:
+                rgb, _ = augment(rgb, mask, generator, mask_dropout=1.0)
+            chunks.append(net.encode_image(rgb))
+        out.append(torch.cat(chunks))
+    return torch.stack(out)
+
+
+def coop_step(net: BccSkNet, embeddings: torch.Tensor, targets: torch.Tensor, optimizer, weights=None) -> float:
+    """One CoOp + probe optimisation step on frozen image embeddings; returns the loss."""
+    loss = F.cross_entropy(net.coop_logits(embeddings), targets, weight=weights) + F.cross_entropy(
+        net.probe_logits(embeddings), targets, weight=weights
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
+
+
+def coop_optimizer(net: BccSkNet, lr: float = 2e-3) -> torch.optim.Optimizer:
+    net.freeze_encoders()
+    return torch.optim.AdamW([net.ctx, *net.probe.parameters()], lr=lr, weight_decay=1e-4)
+
+
+def train_prompts(net: BccSkNet, train: ClassifierCache, targets: np.ndarray, settings: BccSkSettings) -> float:
+    """Stage B: CoOp context vectors and the probe, encoders frozen."""
+    embeddings = image_embeddings(net, train, views=settings.views, seed=settings.seed)
+    optimizer = coop_optimizer(net)
+    generator = torch.Generator().manual_seed(settings.seed)
+    y, weights = torch.from_numpy(targets), _weights(targets)
+    views, n, _ = embeddings.shape
+    loss = float("nan")
+    net.eval()  # dropout / batch norm of the frozen encoders stay in inference mode
+    for _ in range(settings.coop_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, settings.batch_size):
+            index = order[start : start + settings.batch_size]
+            view = torch.randint(views, (len(index),), generator=generator)
+            loss = coop_step(net, embeddings[view, index], y[index], optimizer, weights)
+    return loss
+
+
+@torch.no_grad()
+def bcc_probabilities(net: BccSkNet, cache: ClassifierCache) -> np.ndarray:
+    embeddings = image_embeddings(net, cache)[0]
+    coop = torch.softmax(net.coop_logits(embeddings), dim=1)[:, 0]
+    probe = torch.softmax(net.probe_logits(embeddings), dim=1)[:, 0]
+    return (0.5 * (coop + probe)).numpy()
+
+
+def train_bcc_sk(data_dir: Path, out_dir: Path, profile: str, work_dir: Path, settings: BccSkSettings) -> dict:
+    """Train on the shared split's training part, evaluate on its validation part, write weights + card."""
+    from dermnode.models.bcc_sk import NAME, BccSkModel
+    from dermnode.models.bcc_sk_eval import evaluate_bcc_sk, evaluation_records
+    from dermnode.models.bcc_sk_net import CPU_CLIP_CONFIG, PAPER_MODEL, build_clip, pretrained_path
+    from dermnode.models.classifier_data import load_or_build_cache
+    from dermnode.models.dataset_index import split_by_image_id
+    from dermnode.models.model_card import ModelCard
+
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    split = split_by_image_id(Path(data_dir))
+    net = BccSkNet(build_clip(profile))
+    cache = load_or_build_cache(Path(data_dir), work_dir, net.image_size)
+    train, targets = bcc_sk_subset(cache.subset(np.flatnonzero(np.isin(cache.image_ids, split.train_ids))))
+    if profile == "cpu":
+        train_encoders(net, train, targets, settings, work_dir)
+    loss = train_prompts(net, train, targets, settings)
+    log.info("CoOp + probe final loss %.4f", loss)
+    encoders = (
+        "Image and text encoders trained from scratch here (no pretrained CLIP exists for this "
+        "configuration): stage A with the hand-written prompt 'a dermoscopic image of <class>.', then "
+        "frozen for CoOp."
+        if profile == "cpu"
+        else f"Frozen pretrained {PAPER_MODEL} CLIP encoders from {pretrained_path().name}."
+    )
+    card = ModelCard(
+        name=NAME,
+        version="0.1.0",
+        architecture=(
+            f"open_clip CLIP ({'custom: ' + str(CPU_CLIP_CONFIG) if profile == 'cpu' else PAPER_MODEL}) with CoOp "
+            f"({net.n_ctx} shared context vectors before the class names 'basal cell carcinoma', 'seborrheic "
+            "keratosis') and a linear probe on the normalised image embedding; P(BCC) = mean of the CoOp and "
+            "probe softmax probabilities; Grad-CAM attention on the image tower"
+        ),
+        profile=profile,
+        weights_file="bcc_sk.pt",
+        training_data=(
+            f"{len(targets)} training images ({int((targets == 0).sum())} BCC, {int((targets == 1).sum())} BKL) "
+            "of both ISIC collections in the data folder; BKL (benign keratosis) stands in for seborrheic "
+            "keratosis since the data has no separate SK label"
+        ),
+        split=f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction} (split.json)",
+        extra={"encoders": encoders, "settings": settings.__dict__, "input_size": net.image_size},
+    )
+    model = BccSkModel(net, card)
+    model.save(out_dir, card)
+    split.save(out_dir)
+    metrics = evaluate_bcc_sk(BccSkModel.load(out_dir), evaluation_records(Path(data_dir), split), work_dir / "eval")
+    card.metrics = {"validation": {k: v for k, v in metrics.items() if k != "model"}}
+    card.save(out_dir)
+    return metrics

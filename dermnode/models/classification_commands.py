@@ -1,0 +1,130 @@
+"""`dermnode train classifier|bcc-sk` and `dermnode evaluate classifier|bcc-sk`.
+
+Importing this module adds the commands to the `train` and `evaluate` sub-apps of
+:mod:`dermnode.models.cli`. Heavy libraries (torch, open_clip, pyradiomics) load inside the
+command functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+from dermnode.contract import DEFAULT_VETO_THRESHOLD
+from dermnode.models.cli import evaluate_app, train_app
+
+DATA = typer.Option(..., "--data", help="data folder laid out like ../shared/data (metadata.csv, <collection>/images)")
+PROFILE = typer.Option("cpu", "--profile", help="cpu (small model, trains on a CPU) or paper (the seed paper's sizes, GPU hosts)")
+WEIGHTS = typer.Option(None, "--weights", help="weights directory (model_card.json); default: the starter weights")
+SUBSET = typer.Option(
+    "validation",
+    "--subset",
+    help="validation: the validation split of the weights' split.json (the shared split when the data folder is the "
+    "training folder); all: every labelled image (an external cohort)",
+)
+
+
+def _records(data: Path, weights_dir: Path, subset: str):
+    from dermnode.models.dataset_index import Split, load_records
+
+    records = load_records(data)
+    if subset == "all":
+        return records
+    if subset != "validation":
+        raise typer.BadParameter("--subset must be 'validation' or 'all'")
+    split_file = weights_dir / "split.json"
+    if not split_file.is_file():
+        raise typer.BadParameter(f"{split_file} not found: use --subset all for a folder without a split")
+    chosen = Split.load(split_file).validation(records)
+    if not chosen:
+        raise typer.BadParameter(f"no image of {data} is in the validation split of {split_file}: use --subset all")
+    return chosen
+
+
+def _print(metrics: dict, keys: tuple[str, ...]) -> None:
+    typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
+
+
+def train_classifier(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="weights directory to write"),
+    profile: str = PROFILE,
+    work: Path = typer.Option(Path("runs/classifier"), "--work", help="caches and checkpoints (resumed when present)"),
+    folds: int = typer.Option(1, "--folds", help="k > 1: k-fold cross-validation inside the training split first"),
+    epochs: int = typer.Option(12, "--epochs", help="stage 1 (image branch) epochs"),
+    finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="stage 2 end-to-end fine-tune epochs"),
+) -> None:
+    """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
+    from dermnode.models.classifier_fit import train_classifier as run
+    from dermnode.models.classifier_train import TrainSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    summary = run(data, out, profile, work, TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs), folds)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def evaluate_classifier(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="report folder: metrics.json, ROC and confusion plots"),
+    weights: Path | None = WEIGHTS,
+    subset: str = SUBSET,
+    veto_threshold: float = typer.Option(DEFAULT_VETO_THRESHOLD, "--veto-threshold"),
+    segment_all: bool = typer.Option(False, "--segment-all", help="segment every image, ignoring expert masks"),
+) -> None:
+    """Run segmentation -> radiomics -> classifier on a data folder and report metrics."""
+    from dermnode.models.classifier import FusionClassifier
+    from dermnode.models.classifier_eval import evaluate_classifier as run
+    from dermnode.models.model_card import STARTER_DIR
+
+    model = FusionClassifier.load(weights)
+    records = _records(data, weights or STARTER_DIR / "classifier", subset)
+    metrics = run(model, records, out, veto_threshold=veto_threshold, segment_all=segment_all)
+    _print(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "balanced_accuracy", "ablation"))
+
+
+def train_bcc_sk(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="weights directory to write"),
+    profile: str = PROFILE,
+    work: Path = typer.Option(Path("runs/bcc_sk"), "--work", help="caches and checkpoints (resumed when present)"),
+    encoder_epochs: int = typer.Option(24, "--encoder-epochs", help="cpu profile: epochs training the encoders"),
+    coop_epochs: int = typer.Option(40, "--coop-epochs", help="epochs of CoOp context + probe"),
+) -> None:
+    """Train the BCC-versus-SK CLIP model (CoOp + linear probe) and write weights + model card."""
+    from dermnode.models.bcc_sk_train import BccSkSettings
+    from dermnode.models.bcc_sk_train import train_bcc_sk as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        metrics = run(data, out, profile, work, BccSkSettings(encoder_epochs=encoder_epochs, coop_epochs=coop_epochs))
+    except FileNotFoundError as error:
+        raise typer.BadParameter(str(error)) from error
+    _print(metrics, ("n", "auroc", "sensitivity", "specificity"))
+
+
+def evaluate_bcc_sk(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="report folder: metrics.json, ROC and confusion plots"),
+    weights: Path | None = WEIGHTS,
+    subset: str = SUBSET,
+) -> None:
+    """Evaluate the BCC-versus-SK model on the BCC and BKL images of a data folder."""
+    from dermnode.models.bcc_sk import BccSkModel
+    from dermnode.models.bcc_sk_eval import NEGATIVE, POSITIVE, evaluate_bcc_sk
+    from dermnode.models.model_card import STARTER_DIR
+
+    try:
+        model = BccSkModel.load(weights)
+    except FileNotFoundError as error:
+        raise typer.BadParameter(str(error)) from error
+    records = [r for r in _records(data, weights or STARTER_DIR / "bcc_sk", subset) if r.diagnosis in (POSITIVE, NEGATIVE)]
+    _print(evaluate_bcc_sk(model, records, out), ("n", "auroc", "sensitivity", "specificity"))
+
+
+train_app.command("classifier")(train_classifier)
+train_app.command("bcc-sk")(train_bcc_sk)
+evaluate_app.command("classifier")(evaluate_classifier)
+evaluate_app.command("bcc-sk")(evaluate_bcc_sk)

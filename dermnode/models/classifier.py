@@ -1,0 +1,150 @@
+"""The fusion classifier the node runs: 8 diagnoses from image, lesion mask, metadata and radiomics.
+
+See :mod:`dermnode.models.classifier_net` for the network and :mod:`dermnode.models.classifier_train`
+for training. A weights directory holds ``classifier.pt`` (half precision), the radiomic feature
+selection ``radiomics_selection.json`` (names, normalisation), ``split.json`` and ``model_card.json``
+(with the per-class Youden thresholds and the validation metrics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, ModelIdentity, PatientMetadata, malignancy_probability
+from dermnode.models.classifier_data import encode_metadata, square_image, square_mask
+from dermnode.models.classifier_net import ABLATION_VARIANTS, ClassifierConfig, FusionNet
+from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
+from dermnode.models.radiomics import FeatureSelection
+
+NAME = "dermnode-fusion-classifier"
+WEIGHTS_FILE = "classifier.pt"
+SELECTION_FILE = "radiomics_selection.json"
+
+
+def is_malignant(probabilities: dict[str, float], threshold: float = DEFAULT_VETO_THRESHOLD) -> bool:
+    """The veto: malignant when P(MEL)+P(BCC)+P(AK)+P(SCC) is at or above ``threshold``,
+    whatever the top class."""
+    return malignancy_probability(probabilities) >= threshold
+
+
+def radiomics_vector(selection: FeatureSelection, features: dict[str, float] | None) -> np.ndarray:
+    """The selected, normalised features followed by the "missing" flag."""
+    flag = np.array([1.0 if features is None else 0.0], dtype=np.float32)
+    return np.concatenate([selection.transform(features), flag]).astype(np.float32)
+
+
+class FusionClassifier:
+    """Predicts probabilities over CLASS_CODES; see :func:`is_malignant` for the veto."""
+
+    def __init__(self, net: FusionNet, selection: FeatureSelection, card: ModelCard, device: str = "cpu") -> None:
+        self.net = net.to(device).eval()
+        self.selection = selection
+        self.card = card
+        self.device = device
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self.card.identity
+
+    @property
+    def selected_features(self) -> list[str]:
+        return list(self.selection.names)
+
+    @property
+    def class_thresholds(self) -> dict[str, float]:
+        """Per-class operating thresholds (Youden-optimal on the validation split)."""
+        return dict(self.card.extra.get("class_thresholds", {}))
+
+    @classmethod
+    def load(cls, path: Path | None = None, device: str | None = None) -> FusionClassifier:
+        """Weights from ``path`` (a directory with model_card.json), or the starter weights."""
+        directory = Path(path) if path is not None else STARTER_DIR / "classifier"
+        card = ModelCard.load(directory)
+        selection_path = directory / SELECTION_FILE
+        expected = card.extra.get("selection_sha256")
+        if expected and sha256_file(selection_path) != expected:
+            raise ValueError(f"{selection_path} does not match the sha256 in the model card")
+        selection = FeatureSelection.load(selection_path)
+        payload = torch.load(directory / card.weights_file, map_location="cpu", weights_only=True)
+        net = FusionNet(ClassifierConfig.from_dict(payload["config"]))
+        net.load_state_dict({key: value.float() for key, value in payload["state"].items()})
+        return cls(net.float(), selection, card, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def save(self, directory: Path, card: ModelCard) -> Path:
+        """Write weights (half precision), feature selection and card into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "config": self.net.config.as_dict(),
+            "state": {k: v.detach().cpu().half() for k, v in self.net.state_dict().items()},
+        }
+        torch.save(payload, directory / WEIGHTS_FILE)
+        self.selection.save(directory / SELECTION_FILE)
+        card.weights_file = WEIGHTS_FILE
+        card.extra["selection_sha256"] = sha256_file(directory / SELECTION_FILE)
+        card.extra["selected_features"] = self.selected_features
+        self.card = card
+        return card.save(directory)
+
+    def _inputs(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        metadata: Sequence[PatientMetadata],
+        radiomics: Sequence[dict[str, float] | None],
+    ) -> tuple[torch.Tensor, ...]:
+        n = len(images)
+        if not (len(masks) == len(metadata) == len(radiomics) == n):
+            raise ValueError(
+                f"images ({n}), masks ({len(masks)}), metadata ({len(metadata)}) and radiomics "
+                f"({len(radiomics)}) must be equally many"
+            )
+        size = self.net.config.image_size
+        for image, mask in zip(images, masks):
+            if mask is not None and np.shape(mask) != np.shape(image)[:2]:
+                raise ValueError(f"mask shape {np.shape(mask)} does not match image shape {np.shape(image)[:2]}")
+        rgb = np.stack([square_image(image, size) for image in images])
+        mask_array = np.stack([square_mask(mask, size) for mask in masks])
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+        return (
+            to(rgb).permute(0, 3, 1, 2).float() / 255.0,
+            to(mask_array).unsqueeze(1).float(),
+            to(np.stack([encode_metadata(m) for m in metadata])),
+            to(np.stack([radiomics_vector(self.selection, r) for r in radiomics])),
+        )
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        metadata: Sequence[PatientMetadata],
+        radiomics: Sequence[dict[str, float] | None],
+    ) -> list[dict[str, float]]:
+        """Probabilities keyed by CLASS_CODES for each image (RGB uint8, any size; mask bool at the
+        image's size or None; radiomics: the full pyradiomics dict or None)."""
+        if len(images) == 0:
+            return []
+        probabilities = torch.softmax(self.net(*self._inputs(images, masks, metadata, radiomics)), dim=1)
+        return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
+
+    @torch.no_grad()
+    def predict_variants(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None],
+        metadata: Sequence[PatientMetadata],
+        radiomics: Sequence[dict[str, float] | None],
+    ) -> dict[str, np.ndarray]:
+        """Probability arrays (cases x classes) of the fused model ("fused") and of each ablation head."""
+        rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
+        features = self.net.image(rgb, mask)
+        out = {"fused": torch.softmax(self.net.head(features, meta, rad), dim=1).cpu().numpy()}
+        for name in ABLATION_VARIANTS:
+            logits = self.net.ablation_head(name)(features, meta, rad)
+            out[name] = torch.softmax(logits, dim=1).cpu().numpy()
+        return out

@@ -1,0 +1,173 @@
+"""`dermnode evaluate classifier`: the node's chain on a data folder, metrics.json and report plots.
+
+For each image: the data folder's expert mask where present (unless ``segment_all``), otherwise the
+segmenter's mask; radiomics on that mask; then the classifier (fused model and ablation heads).
+Images where the segmenter finds no lesion are classified with an empty mask and no radiomics, and
+counted in ``n_no_lesion`` (the node itself would report them as NO_LESION).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES
+from dermnode.models.classifier import FusionClassifier
+from dermnode.models.classifier_plots import plot_confusion, plot_roc
+from dermnode.models.dataset_index import ImageRecord
+from dermnode.models.images import load_mask, load_rgb
+from dermnode.models.metrics.classification import (
+    balanced_accuracy,
+    confusion_matrix,
+    has_both_classes,
+    one_vs_rest_auroc,
+    operating_point,
+    roc_auc,
+)
+
+MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
+
+
+@dataclass
+class ChainOutputs:
+    labels: np.ndarray
+    probabilities: dict[str, np.ndarray]  # variant -> cases x classes
+    mask_sources: list[str]
+
+
+def run_chain(
+    model: FusionClassifier, records: list[ImageRecord], segment_all: bool = False, batch: int = 32, progress=True
+) -> ChainOutputs:
+    """Segmentation (where needed) -> radiomics -> classifier for every record."""
+    from tqdm import tqdm
+
+    from dermnode.models.radiomics import RadiomicsExtractor
+
+    records = [r for r in records if r.diagnosis is not None]
+    if not records:
+        raise ValueError("no labelled images to evaluate")
+    extractor = RadiomicsExtractor()
+    segmenter = None
+    if segment_all or any(r.mask_path is None for r in records):
+        from dermnode.models.segmentation import LesionSegmenter
+
+        segmenter = LesionSegmenter.load()
+    variants: dict[str, list[np.ndarray]] = {}
+    sources: list[str] = []
+    for start in tqdm(range(0, len(records), batch), desc="classifier chain", disable=not progress):
+        chunk = records[start : start + batch]
+        images = [load_rgb(r.image_path) for r in chunk]
+        masks: list[np.ndarray | None] = [
+            load_mask(r.mask_path) if r.mask_path is not None and not segment_all else None for r in chunk
+        ]
+        need = [i for i, r in enumerate(chunk) if masks[i] is None]
+        if need:
+            for i, result in zip(need, segmenter.predict([images[i] for i in need])):
+                masks[i] = result.mask
+        sources += [
+            "expert" if (r.mask_path is not None and not segment_all) else ("predicted" if m is not None else "no lesion")
+            for r, m in zip(chunk, masks)
+        ]
+        radiomics = [extractor.extract(im, m).features if m is not None else None for im, m in zip(images, masks)]
+        out = model.predict_variants(images, masks, [r.metadata for r in chunk], radiomics)
+        for name, probs in out.items():
+            variants.setdefault(name, []).append(probs)
+    labels = np.array([CLASS_CODES.index(r.diagnosis) for r in records])
+    return ChainOutputs(labels, {k: np.concatenate(v) for k, v in variants.items()}, sources)
+
+
+def _aurocs(labels: np.ndarray, probs: np.ndarray) -> dict:
+    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    score = probs[:, MALIGNANT_INDEX].sum(axis=1)
+    return {
+        "auroc_malignant": roc_auc(malignant, score) if has_both_classes(malignant) else None,
+        "auroc_macro": one_vs_rest_auroc(labels, probs, CLASS_CODES)[1],
+    }
+
+
+def classification_metrics(
+    outputs: ChainOutputs, class_thresholds: dict[str, float], veto_threshold: float = DEFAULT_VETO_THRESHOLD
+) -> dict:
+    """metrics.json content: fused-model metrics, per-class operating points, veto, ablation."""
+    labels, probs = outputs.labels, outputs.probabilities["fused"]
+    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    score = probs[:, MALIGNANT_INDEX].sum(axis=1)
+    per_class_auroc, _ = one_vs_rest_auroc(labels, probs, CLASS_CODES)
+    per_class = {}
+    for index, code in enumerate(CLASS_CODES):
+        positives = (labels == index).astype(int)
+        threshold = class_thresholds.get(code)
+        point = operating_point(positives, probs[:, index], threshold) if threshold is not None else None
+        per_class[code] = {
+            "n": int(positives.sum()),
+            "auroc": per_class_auroc.get(code),
+            "threshold": threshold,
+            "sensitivity": point.sensitivity if point else None,
+            "specificity": point.specificity if point else None,
+        }
+    veto = operating_point(malignant, score, veto_threshold)
+    predicted = probs.argmax(axis=1)
+    metrics = {
+        "n": int(len(labels)),
+        "n_malignant": int(malignant.sum()),
+        **_aurocs(labels, probs),
+        "per_class": per_class,
+        "veto_threshold": veto_threshold,
+        "sensitivity_at_veto": veto.sensitivity,
+        "specificity_at_veto": veto.specificity,
+        "ppv_at_veto": veto.ppv,
+        "npv_at_veto": veto.npv,
+        "balanced_accuracy": balanced_accuracy(labels, predicted),
+        "confusion_matrix": {"classes": list(CLASS_CODES), "rows_true_cols_predicted": confusion_matrix(labels, predicted, len(CLASS_CODES)).tolist()},
+        "mask_sources": {s: outputs.mask_sources.count(s) for s in sorted(set(outputs.mask_sources))},
+        "n_no_lesion": outputs.mask_sources.count("no lesion"),
+        "ablation": {
+            name: _aurocs(labels, p) for name, p in outputs.probabilities.items() if name != "fused"
+        }
+        | {"image+metadata+radiomics (fine-tuned, shipped)": _aurocs(labels, probs)},
+    }
+    return metrics
+
+
+def write_report(outputs: ChainOutputs, metrics: dict, records: list[ImageRecord], out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    labels = outputs.labels
+    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    plot_roc(
+        {name: (malignant, p[:, MALIGNANT_INDEX].sum(axis=1)) for name, p in outputs.probabilities.items()},
+        out_dir / "roc_malignant.png",
+        "malignant vs benign (ablation)",
+    )
+    fused = outputs.probabilities["fused"]
+    plot_roc(
+        {code: ((labels == i).astype(int), fused[:, i]) for i, code in enumerate(CLASS_CODES)},
+        out_dir / "roc_per_class.png",
+        "one-vs-rest per class",
+    )
+    plot_confusion(confusion_matrix(labels, fused.argmax(axis=1), len(CLASS_CODES)), CLASS_CODES, out_dir / "confusion.png", "fused classifier")
+    with (out_dir / "predictions.csv").open("w") as handle:
+        labelled = [r for r in records if r.diagnosis is not None]
+        handle.write("image_id,collection,diagnosis,mask_source," + ",".join(f"p_{c}" for c in CLASS_CODES) + "\n")
+        for record, source, row in zip(labelled, outputs.mask_sources, fused):
+            handle.write(f"{record.image_id},{record.collection},{record.diagnosis},{source}," + ",".join(f"{v:.6f}" for v in row) + "\n")
+
+
+def evaluate_classifier(
+    model: FusionClassifier,
+    records: list[ImageRecord],
+    out_dir: Path | None,
+    veto_threshold: float = DEFAULT_VETO_THRESHOLD,
+    segment_all: bool = False,
+    progress: bool = True,
+) -> dict:
+    outputs = run_chain(model, records, segment_all=segment_all, progress=progress)
+    metrics = classification_metrics(outputs, model.class_thresholds, veto_threshold)
+    metrics["model"] = {"name": model.identity.name, "version": model.identity.version, "sha256": model.identity.sha256}
+    if out_dir is not None:
+        write_report(outputs, metrics, records, out_dir)
+    return metrics

@@ -1,0 +1,220 @@
+"""`dermnode train classifier`: from a data folder to a weights directory with its model card.
+
+Masks: the expert masks of the data folder where present (isic2018-task1), otherwise masks
+predicted by the starter segmenter (computed once and kept in the work directory); without a
+starter segmenter those images get no mask (an all-zero mask channel, no radiomics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dermnode.contract import CLASS_CODES
+from dermnode.models.classifier import NAME, FusionClassifier
+from dermnode.models.classifier_data import ClassifierCache, load_or_build_cache, square_mask
+from dermnode.models.classifier_net import ABLATION_VARIANTS
+from dermnode.models.classifier_radiomics import extend_cache, record_key
+from dermnode.models.classifier_train import (
+    TrainSettings,
+    finetune_fused,
+    head_probabilities,
+    image_features,
+    new_network,
+    train_all_heads,
+    train_image_branch,
+)
+from dermnode.models.dataset_index import ImageRecord, load_records, split_by_image_id
+from dermnode.models.metrics.classification import one_vs_rest_auroc, roc_auc, youden_threshold
+from dermnode.models.model_card import ModelCard
+from dermnode.models.radiomics import FeatureSelection
+
+log = logging.getLogger(__name__)
+MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in ("MEL", "BCC", "AK", "SCC")]
+
+
+def predicted_masks(records: list[ImageRecord], work_dir: Path) -> dict[str, np.ndarray | None]:
+    """Starter-segmenter masks (source size) for records without an expert mask, cached on disk."""
+    from tqdm import tqdm
+
+    from dermnode.models.images import load_rgb
+    from dermnode.models.segmentation import LesionSegmenter
+
+    path = Path(work_dir) / "predicted_masks.npz"
+    todo = [r for r in records if r.mask_path is None]
+    masks: dict[str, np.ndarray | None] = {}
+    if path.is_file():
+        with np.load(path) as data:
+            for key in data.files:
+                shape = tuple(data[key][:2])
+                bits = data[key][2:]
+                masks[key] = None if shape == (0, 0) else np.unpackbits(bits.astype(np.uint8))[: shape[0] * shape[1]].reshape(shape).astype(bool)
+    todo = [r for r in todo if record_key(r).replace("/", ":") not in masks]
+    if todo:
+        try:
+            segmenter = LesionSegmenter.load()
+        except (FileNotFoundError, KeyError) as error:
+            log.warning("no starter segmenter (%s): images without expert masks get no mask", error)
+            return {}
+        for start in tqdm(range(0, len(todo), 16), desc="segmenting"):
+            chunk = todo[start : start + 16]
+            for record, result in zip(chunk, segmenter.predict([load_rgb(r.image_path) for r in chunk])):
+                masks[record_key(record).replace("/", ":")] = result.mask
+        packed = {}
+        for key, mask in masks.items():
+            shape = np.array((0, 0) if mask is None else mask.shape, dtype=np.int64)
+            bits = np.zeros(0, np.int64) if mask is None else np.packbits(mask.ravel()).astype(np.int64)
+            packed[key] = np.concatenate([shape, bits])
+        np.savez(path, **packed)
+    return {key.replace(":", "/"): mask for key, mask in masks.items()}
+
+
+def radiomics_rows(
+    cache: ClassifierCache, entries: dict[str, dict], selection: FeatureSelection
+) -> tuple[torch.Tensor, list[dict | None]]:
+    """Per cache row: the radiomics input (normalised selected features + missing flag) and the raw dict."""
+    from dermnode.models.classifier import radiomics_vector
+
+    raw = [entries.get(f"{c}/{i}", {}).get("features") for c, i in zip(cache.collections, cache.image_ids)]
+    return torch.from_numpy(np.stack([radiomics_vector(selection, r) for r in raw])), raw
+
+
+def validation_summary(labels: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict:
+    """AUROCs of each variant (malignant-vs-benign by summed probability, and macro one-vs-rest)."""
+    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    summary = {}
+    for name, probs in probabilities.items():
+        summary[name] = {
+            "auroc_malignant": roc_auc(malignant, probs[:, MALIGNANT_INDEX].sum(axis=1)),
+            "auroc_macro": one_vs_rest_auroc(labels, probs, CLASS_CODES)[1],
+        }
+    return summary
+
+
+def fit(
+    train: ClassifierCache,
+    val: ClassifierCache,
+    rad_train: torch.Tensor,
+    rad_val: torch.Tensor,
+    profile: str,
+    n_radiomics: int,
+    settings: TrainSettings,
+    work_dir: Path,
+) -> tuple:
+    """Both stages on ``train``; returns the network and the validation probabilities of each variant."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    net = new_network(profile, n_radiomics)
+    train_image_branch(net, train, settings, work_dir)
+    features = image_features(net, train, views=3, seed=settings.seed)
+    meta, labels = torch.from_numpy(train.metadata), torch.from_numpy(train.labels)
+    train_all_heads(net, features, meta, rad_train, labels, settings)
+    finetune_fused(net, train, rad_train, settings)
+    val_features = image_features(net, val)[0]
+    val_meta = torch.from_numpy(val.metadata)
+    probabilities = {
+        name: head_probabilities(net.ablation_head(name), val_features, val_meta, rad_val) for name in ABLATION_VARIANTS
+    }
+    probabilities["fused"] = head_probabilities(net.head, val_features, val_meta, rad_val)
+    return net, probabilities
+
+
+def train_classifier(
+    data_dir: Path, out_dir: Path, profile: str, work_dir: Path, settings: TrainSettings, folds: int = 1
+) -> dict:
+    """Train on the shared split's training part (optionally with k-fold cross-validation inside it),
+    choose per-class Youden thresholds on its validation part, and write weights + card to ``out_dir``."""
+    data_dir, out_dir, work_dir = Path(data_dir), Path(out_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    split = split_by_image_id(data_dir)
+    records = [r for r in load_records(data_dir) if r.diagnosis is not None]
+    size = 224 if profile == "paper" else 128
+    cache = load_or_build_cache(data_dir, work_dir, size)
+    predicted = predicted_masks(records, work_dir)
+    for row, key in enumerate(f"{c}/{i}" for c, i in zip(cache.collections, cache.image_ids)):
+        if cache.mask_source[row] != "expert" and predicted.get(key) is not None:
+            cache.masks[row] = square_mask(predicted[key], size)
+            cache.mask_source[row] = "predicted"
+    entries = extend_cache(work_dir / "radiomics.jsonl", records, (lambda r, _image: predicted.get(record_key(r))) if predicted else None)
+    train_rows = np.flatnonzero(np.isin(cache.image_ids, split.train_ids))
+    val_rows = np.flatnonzero(np.isin(cache.image_ids, split.validation_ids))
+    train, val = cache.subset(train_rows), cache.subset(val_rows)
+    train_raw = [entries.get(f"{c}/{i}", {}).get("features") for c, i in zip(train.collections, train.image_ids)]
+    selection = FeatureSelection.fit(train_raw, [CLASS_CODES[y] for y in train.labels], k=9)
+    rad_train, _ = radiomics_rows(train, entries, selection)
+    rad_val, _ = radiomics_rows(val, entries, selection)
+
+    cross_validation = cross_validate(train, rad_train, profile, selection, settings, work_dir, folds) if folds > 1 else None
+    net, probabilities = fit(train, val, rad_train, rad_val, profile, len(selection.names), settings, work_dir)
+    thresholds = {
+        code: youden_threshold((val.labels == i).astype(int), probabilities["fused"][:, i])
+        for i, code in enumerate(CLASS_CODES)
+        if 0 < (val.labels == i).sum() < len(val.labels)
+    }
+    summary = validation_summary(val.labels, probabilities)
+    sources = {s: int((cache.mask_source == s).sum()) for s in ("expert", "predicted", "none")}
+    card = ModelCard(
+        name=NAME,
+        version="0.1.0",
+        architecture=(
+            f"fusion classifier, profile {profile}: "
+            + ("ResNet-50" if profile == "paper" else "small ResNet (BasicBlocks, widths 32-64-128-256)")
+            + f" on RGB + lesion mask at {size} px; quantitative branch = metadata (age, sex, site with missing flags) "
+            f"early-fused with {len(selection.names)} selected radiomic features (+ missing flag) into 64 units; "
+            "late fusion through a 1024-wide layer into an 8-way softmax (NV MEL BCC BKL AK SCC DF VASC); "
+            "stage 1 image branch, stage 2 fused head on frozen features then end-to-end fine-tune; "
+            "cross-entropy weighted by (1/class frequency)^0.5"
+        ),
+        profile=profile,
+        weights_file="classifier.pt",
+        training_data=(
+            f"{len(train.labels)} labelled training images of the data folder (both ISIC collections). Masks: "
+            f"expert masks where present ({sources['expert']} images), otherwise predicted by the starter "
+            f"segmenter ({sources['predicted']}); no mask ({sources['none']})"
+        ),
+        split=f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction} (split.json)",
+        metrics={"validation_from_cache": summary, "cross_validation": cross_validation},
+        extra={
+            "class_thresholds": thresholds,
+            "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the fused model on the validation split",
+            "veto": "malignant when P(MEL)+P(BCC)+P(AK)+P(SCC) >= the node's veto threshold (default 0.3)",
+            "settings": settings.__dict__,
+        },
+    )
+    FusionClassifier(net, selection, card).save(out_dir, card)
+    split.save(out_dir)
+    (work_dir / "validation_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def cross_validate(
+    train: ClassifierCache,
+    rad_train: torch.Tensor,
+    profile: str,
+    selection: FeatureSelection,
+    settings: TrainSettings,
+    work_dir: Path,
+    folds: int,
+) -> dict:
+    """k-fold cross-validation over the training part, grouped by image_id; mean and spread per variant."""
+    ids = np.unique(train.image_ids)
+    fold_of = dict(zip(ids, np.random.default_rng(settings.seed).permutation(len(ids)) % folds))
+    assignment = np.array([fold_of[i] for i in train.image_ids])
+    per_fold = []
+    for k in range(folds):
+        inner, outer = np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)
+        _, probabilities = fit(
+            train.subset(inner), train.subset(outer), rad_train[inner], rad_train[outer],
+            profile, len(selection.names), settings, work_dir / f"fold{k + 1}",
+        )
+        per_fold.append(validation_summary(train.labels[outer], probabilities))
+        log.info("fold %d: %s", k + 1, per_fold[-1])
+    result: dict = {"folds": folds, "per_fold": per_fold}
+    for variant in per_fold[0]:
+        for metric in ("auroc_malignant", "auroc_macro"):
+            values = [f[variant][metric] for f in per_fold if f[variant][metric] is not None]
+            result.setdefault(variant, {})[metric] = {"mean": float(np.mean(values)), "sd": float(np.std(values))}
+    return result

@@ -1,0 +1,270 @@
+"""Training of the fusion classifier, as in the seed paper: image branch first, then the fused model.
+
+Stage 1 trains the image branch (RGB + mask) with an image-only head. Stage 2 trains, on frozen
+image features, the three heads of the ablation (image, image+metadata, image+metadata+radiomics)
+and the fused head, then fine-tunes the fused model end to end at a low learning rate. Class
+imbalance: cross-entropy weighted by (1 / class frequency) ** 0.5. Every stage checkpoints into a
+work directory and a restarted run resumes there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dermnode.contract import CLASS_CODES
+from dermnode.models.classifier_data import ClassifierCache
+from dermnode.models.classifier_net import ABLATION_VARIANTS, ClassifierConfig, FusionHead, FusionNet
+from dermnode.models.metrics.classification import one_vs_rest_auroc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 12
+    finetune_epochs: int = 2
+    head_epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    mask_dropout: float = 0.3  # share of training images whose mask channel is blanked
+    radiomics_dropout: float = 0.15  # share of training cases whose radiomics are marked missing
+    seed: int = 0
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=len(CLASS_CODES)).astype(float)
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0)
+    return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+
+def to_tensors(cache: ClassifierCache, index: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB 0..1 and mask 0/1 tensors of the cached images ``index`` at ``size`` px."""
+    rgb = torch.from_numpy(cache.images[index]).permute(0, 3, 1, 2).float() / 255.0
+    mask = torch.from_numpy(cache.masks[index]).unsqueeze(1).float()
+    if rgb.shape[-1] != size:
+        rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False)
+        mask = (F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False) >= 0.5).float()
+    return rgb, mask
+
+
+def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, mask_dropout: float):
+    """Flips, a right-angle rotation, a random crop resized back, brightness/contrast jitter, mask dropout."""
+    n, _, size, _ = rgb.shape
+    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    flip = u(n) < 0.5
+    rgb[flip], mask[flip] = rgb[flip].flip(-1), mask[flip].flip(-1)
+    flip = u(n) < 0.5
+    rgb[flip], mask[flip] = rgb[flip].flip(-2), mask[flip].flip(-2)
+    k = int(u(1).item() * 4)
+    rgb, mask = torch.rot90(rgb, k, (2, 3)), torch.rot90(mask, k, (2, 3))
+    crop = int(size * (0.75 + 0.25 * u(1).item()))
+    if crop < size:
+        top, left = int(u(1).item() * (size - crop)), int(u(1).item() * (size - crop))
+        rgb = F.interpolate(rgb[..., top : top + crop, left : left + crop], size=(size, size), mode="bilinear")
+        mask = (F.interpolate(mask[..., top : top + crop, left : left + crop], size=(size, size)) >= 0.5).float()
+    mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = 0.8 + 0.4 * u(n, 1, 1, 1)
+    brightness = 0.85 + 0.3 * u(n, 1, 1, 1)
+    rgb = ((rgb - mean) * contrast + mean * brightness).clamp(0, 1)
+    mask = mask * (u(n, 1, 1, 1) >= mask_dropout).float()
+    return rgb, mask
+
+
+def _cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = max(1, total_steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
+    )
+
+
+@torch.no_grad()
+def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128, views: int = 1, seed: int = 0):
+    """Image-branch features of every cached image: ``views`` = 1 is the plain image; more views add
+    augmented copies (used to train heads on frozen features without them memorising the training set)."""
+    net.eval()
+    size = net.config.image_size
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for view in range(views):
+        chunks = []
+        for start in range(0, len(cache.labels), batch_size):
+            index = np.arange(start, min(start + batch_size, len(cache.labels)))
+            rgb, mask = to_tensors(cache, index, size)
+            if view:
+                rgb, mask = augment(rgb, mask, generator, mask_dropout=0.0)
+            chunks.append(net.image(rgb, mask))
+        out.append(torch.cat(chunks))
+    return torch.stack(out)  # views x N x F
+
+
+def train_image_branch(
+    net: FusionNet, train: ClassifierCache, settings: TrainSettings, work_dir: Path, progress: bool = True
+) -> None:
+    """Stage 1, checkpointing after every epoch into ``work_dir/stage1.pt`` (resumed when present)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    params = list(net.image.parameters()) + list(net.image_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = math.ceil(len(train.labels) / settings.batch_size)
+    scheduler = _cosine(optimizer, settings.epochs * steps_per_epoch)
+    weights = class_weights(train.labels)
+    checkpoint, start_epoch = work_dir / "stage1.pt", 0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        start_epoch = state["epoch"]
+    labels = torch.from_numpy(train.labels)
+    for epoch in range(start_epoch, settings.epochs):
+        net.train()
+        order = torch.randperm(len(labels), generator=generator).numpy()
+        total, seen = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"stage 1 epoch {epoch + 1}/{settings.epochs}", disable=not progress)
+        for step in bar:
+            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
+            logits = net.image_head(net.image(rgb, mask))
+            loss = F.cross_entropy(logits, labels[index], weight=weights, label_smoothing=0.05)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total, seen = total + loss.item() * len(index), seen + len(index)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        log.info("stage 1 epoch %d loss %.4f", epoch + 1, total / seen)
+        torch.save(
+            {
+                "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "epoch": epoch + 1,
+            },
+            checkpoint,
+        )
+
+
+def train_head(
+    head: FusionHead,
+    features: torch.Tensor,
+    metadata: torch.Tensor,
+    radiomics: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+) -> float:
+    """Fit a fusion head on frozen image features (views x N x F); returns the last epoch's loss."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
+    weights = class_weights(labels.numpy())
+    views, n, _ = features.shape
+    steps = math.ceil(n / 128)
+    scheduler = _cosine(optimizer, settings.head_epochs * steps)
+    head.train()
+    for _ in range(settings.head_epochs):
+        order, total = torch.randperm(n, generator=generator), 0.0
+        for step in range(steps):
+            index = order[step * 128 : (step + 1) * 128]
+            view = torch.randint(views, (len(index),), generator=generator)
+            rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
+            logits = head(features[view, index], metadata[index], rad)
+            loss = F.cross_entropy(logits, labels[index], weight=weights, label_smoothing=0.05)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(index)
+    head.eval()
+    return total / n
+
+
+def _drop_radiomics(radiomics: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Mark a random share of cases as having no radiomics (features zero, flag one)."""
+    drop = torch.rand(len(radiomics), generator=generator) < share
+    if not drop.any():
+        return radiomics
+    radiomics = radiomics.clone()
+    radiomics[drop, :-1] = 0.0
+    radiomics[drop, -1] = 1.0
+    return radiomics
+
+
+def finetune_fused(
+    net: FusionNet,
+    train: ClassifierCache,
+    radiomics: torch.Tensor,
+    settings: TrainSettings,
+    progress: bool = True,
+) -> None:
+    """Stage 2b: the fused model end to end, low learning rate, BatchNorm statistics kept frozen."""
+    from tqdm import tqdm
+
+    if settings.finetune_epochs <= 0:
+        return
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    params = list(net.image.parameters()) + list(net.head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.lr / 10, weight_decay=settings.weight_decay)
+    steps = math.ceil(len(train.labels) / settings.batch_size)
+    scheduler = _cosine(optimizer, settings.finetune_epochs * steps)
+    weights = class_weights(train.labels)
+    labels, metadata = torch.from_numpy(train.labels), torch.from_numpy(train.metadata)
+    for epoch in range(settings.finetune_epochs):
+        net.train()
+        for module in net.image.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        order = torch.randperm(len(labels), generator=generator).numpy()
+        for step in tqdm(range(steps), desc=f"fine-tune epoch {epoch + 1}", disable=not progress):
+            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
+            rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
+            loss = F.cross_entropy(
+                net(rgb, mask, metadata[index], rad), labels[index], weight=weights, label_smoothing=0.05
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    net.eval()
+
+
+@torch.no_grad()
+def head_probabilities(head: FusionHead, features: torch.Tensor, metadata: torch.Tensor, radiomics: torch.Tensor):
+    head.eval()
+    return torch.softmax(head(features, metadata, radiomics), dim=1).numpy()
+
+
+def train_all_heads(
+    net: FusionNet,
+    features: torch.Tensor,
+    metadata: torch.Tensor,
+    radiomics: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+) -> None:
+    """The ablation heads and the fused head, on frozen features (the fused head starts from the
+    full ablation head and is then fine-tuned end to end by :func:`finetune_fused`)."""
+    for name in ABLATION_VARIANTS:
+        loss = train_head(net.ablation_head(name), features, metadata, radiomics, labels, settings)
+        log.info("ablation head %s: final loss %.4f", name, loss)
+    net.head.load_state_dict(net.ablation_head("image+metadata+radiomics").state_dict())
+
+
+def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
+    return one_vs_rest_auroc(labels, probabilities, CLASS_CODES)[1]
+
+
+def new_network(profile: str, n_radiomics: int) -> FusionNet:
+    return FusionNet(ClassifierConfig.for_profile(profile, n_radiomics))

@@ -1,0 +1,175 @@
+"""Fusion classifier: veto, inputs, training steps, save/load/predict, evaluation metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dermnode.contract import CLASS_CODES, PatientMetadata
+from dermnode.models.classifier import FusionClassifier, is_malignant, radiomics_vector
+from dermnode.models.classifier_data import METADATA_FIELDS, build_cache, encode_metadata, square_image, square_mask
+from dermnode.models.classifier_eval import ChainOutputs, classification_metrics
+from dermnode.models.classifier_net import ClassifierConfig, FusionNet
+from dermnode.models.classifier_train import augment, class_weights, to_tensors
+from dermnode.models.dataset_index import load_records
+from dermnode.models.model_card import STARTER_DIR, ModelCard
+from peers import shared_data
+
+
+def probabilities(**values: float) -> dict[str, float]:
+    out = dict.fromkeys(CLASS_CODES, 0.0)
+    out.update(values)
+    out["NV"] += 1.0 - sum(out.values())
+    return out
+
+
+def test_veto_fires_at_threshold_whatever_the_top_class():
+    benign_top = probabilities(MEL=0.1, BCC=0.1, AK=0.05, SCC=0.05)  # NV is top with 0.7
+    assert max(benign_top, key=benign_top.get) == "NV"
+    assert is_malignant(benign_top)  # 0.3 is "at or above"
+    assert not is_malignant(probabilities(MEL=0.29))
+    assert is_malignant(probabilities(MEL=0.29), threshold=0.25)
+    assert not is_malignant(probabilities(BKL=0.9))
+
+
+def test_metadata_encoding_marks_missing_fields():
+    full = encode_metadata(PatientMetadata(age=45, sex="female", anatomic_site="head/neck"))
+    named = dict(zip(METADATA_FIELDS, full))
+    assert named["age"] == pytest.approx(0.5) and named["sex_female"] == 1 and named["site=head/neck"] == 1
+    assert named["age_missing"] == named["sex_missing"] == named["site_missing"] == 0
+    empty = dict(zip(METADATA_FIELDS, encode_metadata(PatientMetadata())))
+    assert empty["age_missing"] == empty["sex_missing"] == empty["site_missing"] == 1
+    assert sum(empty.values()) == 3
+    odd = dict(zip(METADATA_FIELDS, encode_metadata(PatientMetadata(age=float("nan"), anatomic_site="knee"))))
+    assert odd["age_missing"] == 1 and odd["site_missing"] == 1
+
+
+def test_square_inputs_accept_any_size_and_no_mask():
+    image = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    assert square_image(image, 128).shape == (128, 128, 3)
+    assert square_image(image[..., 0], 64).shape == (64, 64, 3)
+    mask = np.zeros((300, 200), bool)
+    mask[100:200, 50:150] = True
+    small = square_mask(mask, 128)
+    assert small.dtype == bool and 0.1 < small.mean() < 0.25
+    assert not square_mask(None, 128).any()
+
+
+def test_class_weights_favour_rare_classes():
+    weights = class_weights(np.array([0] * 90 + [1] * 10))
+    assert weights[1] > weights[0] > 0 and weights[2:].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def small_cache():
+    records = [r for r in load_records(shared_data()) if r.diagnosis is not None]
+    chosen = [next(r for r in records if r.diagnosis == code and r.mask_path is not None) for code in ("NV", "MEL", "BKL")]
+    chosen += [next(r for r in records if r.diagnosis == code) for code in ("BCC", "AK", "SCC", "DF", "VASC")]
+    return chosen, build_cache(chosen, 64, progress=False)
+
+
+def test_a_few_training_steps_lower_the_loss(small_cache):
+    _, cache = small_cache
+    torch.manual_seed(0)
+    net = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32)))
+    optimizer = torch.optim.Adam(list(net.image.parameters()) + list(net.image_head.parameters()), lr=3e-3)
+    rgb, mask = to_tensors(cache, np.arange(len(cache.labels)), 64)
+    rgb, mask = augment(rgb, mask, torch.Generator().manual_seed(0), mask_dropout=0.3)
+    labels = torch.from_numpy(cache.labels)
+    losses = []
+    net.train()
+    for _ in range(8):
+        loss = torch.nn.functional.cross_entropy(net.image_head(net.image(rgb, mask)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.8
+
+
+@pytest.fixture(scope="module")
+def saved_classifier(small_cache, tmp_path_factory):
+    """An untrained network with a feature selection fitted on real radiomics, saved and reloaded."""
+    from dermnode.models.images import load_mask, load_rgb
+    from dermnode.models.radiomics import FeatureSelection, RadiomicsExtractor
+
+    records, _ = small_cache
+    with_masks = [r for r in records if r.mask_path is not None]
+    extractor = RadiomicsExtractor()
+    features = [extractor.extract(load_rgb(r.image_path), load_mask(r.mask_path)).features for r in with_masks]
+    selection = FeatureSelection.fit(features, [r.diagnosis for r in with_masks], k=3)
+    net = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32), n_radiomics=3))
+    directory = tmp_path_factory.mktemp("classifier")
+    card = ModelCard("dermnode-fusion-classifier", "test", "test network", "cpu", "classifier.pt")
+    FusionClassifier(net, selection, card).save(directory, card)
+    return directory, with_masks, features
+
+
+def test_save_load_predict_gives_eight_probabilities(saved_classifier):
+    from dermnode.models.images import load_mask, load_rgb
+
+    directory, records, features = saved_classifier
+    model = FusionClassifier.load(directory, device="cpu")
+    assert model.identity.name == "dermnode-fusion-classifier" and len(model.identity.sha256) == 64
+    assert len(model.selected_features) == 3
+    images = [load_rgb(r.image_path) for r in records] + [np.full((40, 70, 3), 128, np.uint8)]
+    masks = [load_mask(r.mask_path) for r in records] + [None]
+    metadata = [r.metadata for r in records] + [PatientMetadata()]
+    out = model.predict(images, masks, metadata, features + [None])
+    assert len(out) == len(images)
+    for probs in out:
+        assert list(probs) == list(CLASS_CODES)
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+        assert all(0.0 <= p <= 1.0 for p in probs.values())
+    variants = model.predict_variants(images, masks, metadata, features + [None])
+    assert set(variants) == {"fused", "image", "image+metadata", "image+metadata+radiomics"}
+    np.testing.assert_allclose(variants["fused"], [[p[c] for c in CLASS_CODES] for p in out], atol=1e-5)
+
+
+def test_missing_radiomics_sets_the_flag(saved_classifier):
+    directory, _, features = saved_classifier
+    selection = FusionClassifier.load(directory, device="cpu").selection
+    assert radiomics_vector(selection, None).tolist() == [0, 0, 0, 1]
+    assert radiomics_vector(selection, features[0])[-1] == 0
+
+
+def test_bad_inputs_are_refused_clearly(saved_classifier):
+    directory, _, _ = saved_classifier
+    model = FusionClassifier.load(directory, device="cpu")
+    image = np.zeros((50, 50, 3), np.uint8)
+    with pytest.raises(ValueError, match="mask shape"):
+        model.predict([image], [np.zeros((40, 50), bool)], [PatientMetadata()], [None])
+    with pytest.raises(ValueError, match="equally many"):
+        model.predict([image, image], [None], [PatientMetadata()], [None])
+    (directory / "classifier.pt").write_bytes((directory / "classifier.pt").read_bytes() + b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        FusionClassifier.load(directory)
+
+
+def test_metrics_json_content_from_chain_outputs():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(8), 10)
+    logits = rng.normal(size=(80, 8)) + 2.0 * np.eye(8)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    outputs = ChainOutputs(labels, {"fused": probs, "image": probs[:, ::-1].copy()}, ["expert"] * 80)
+    metrics = classification_metrics(outputs, {"MEL": 0.2}, veto_threshold=0.3)
+    for key in ("auroc_malignant", "auroc_macro", "per_class", "sensitivity_at_veto", "specificity_at_veto", "balanced_accuracy", "n", "ablation"):
+        assert key in metrics
+    assert metrics["n"] == 80 and metrics["auroc_macro"] > 0.8
+    assert metrics["per_class"]["MEL"]["threshold"] == 0.2 and metrics["per_class"]["MEL"]["sensitivity"] is not None
+    assert metrics["per_class"]["NV"]["threshold"] is None
+    assert metrics["ablation"]["image"]["auroc_macro"] < 0.5
+
+
+@pytest.mark.skipif(not (STARTER_DIR / "classifier" / "model_card.json").is_file(), reason="no starter classifier yet")
+def test_starter_classifier_predicts_on_a_real_image(small_cache):
+    from dermnode.models.images import load_mask, load_rgb
+
+    records, _ = small_cache
+    model = FusionClassifier.load()
+    card = model.card
+    assert "CC BY-NC" in card.licence and set(card.extra["class_thresholds"]) <= set(CLASS_CODES)
+    record = records[0]
+    out = model.predict([load_rgb(record.image_path)], [load_mask(record.mask_path)], [record.metadata], [None])
+    assert sum(out[0].values()) == pytest.approx(1.0, abs=1e-5)
