@@ -145,7 +145,7 @@ def test_sr_files_give_the_same_figures_as_the_audit_log(node_home: tuple[Path, 
     from_audit = json.loads((report_dir / "report.json").read_text())
     assert from_sr["source"]["mode"] == "sr-dir" and from_sr["source"]["seg_files_matched"] > 0
     assert from_sr["counts"]["cases"] == from_audit["counts"]["cases"]
-    for section in ("discrimination", "table2", "confusion_matrix", "segmentation"):
+    for section in ("discrimination", "table2", "confusion_matrix", "segmentation", "subgroups"):
         assert _close(from_sr[section], from_audit[section]), section
 
 

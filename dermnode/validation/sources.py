@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dermnode.validation.cohort import RecordedOutput, output_from_audit_row
-from dermnode.validation.truth import parse_age, parse_sex
 
 
 def outputs_from_audit(database_url: str, result_dirs: tuple[Path, ...] = ()) -> tuple[list[RecordedOutput], dict]:
@@ -37,6 +36,24 @@ def _without_password(url: str) -> str:
         return url.split("@")[-1]
 
 
+FINDING_SITE = ("SCT", "363698007")
+
+
+def finding_site(items) -> str | None:
+    """The lesion's site (ISIC vocabulary) from the first TID 1500 Finding Site in an SR's content tree."""
+    from dermnode.dicom_templates.codes import SITE_BY_CODE
+
+    for item in items:
+        name = item.get("ConceptNameCodeSequence", [None])[0]
+        if name is not None and (name.CodingSchemeDesignator, name.CodeValue) == FINDING_SITE:
+            for code in item.get("ConceptCodeSequence", []):
+                return SITE_BY_CODE.get((code.CodingSchemeDesignator, code.CodeValue))
+        found = finding_site(item.get("ContentSequence", []))
+        if found is not None:
+            return found
+    return None
+
+
 def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
     """One output per finding of every dermnode SR under ``directory`` (searched recursively).
 
@@ -50,6 +67,7 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from dermnode.dicom_templates.image_conversion import patient_metadata
     from dermnode.dicom_templates.sr_reading import read_sr
 
     reports, seg_files, skipped, unreadable = [], {}, 0, []
@@ -73,6 +91,8 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
         except (ValueError, KeyError, AttributeError) as error:
             unreadable.append(f"{path.name}: {error}")
             continue
+        patient = patient_metadata(ds)  # the SR repeats the source image's patient module
+        site = finding_site(ds.get("ContentSequence", []))
         for finding in findings:
             analysis = finding.analysis
             outputs.append(
@@ -85,8 +105,9 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
                     veto_threshold=analysis.veto_threshold,
                     bcc_probability=analysis.bcc_probability,
                     failure_reason=analysis.failure_reason,
-                    age=parse_age(ds.get("PatientAge")),
-                    sex=parse_sex(ds.get("PatientSex")),
+                    age=patient.age,
+                    sex=patient.sex,
+                    anatomic_site=site,
                     recorded_at=f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}",
                     predicted_mask=seg_files.get(finding.segment[0]) if finding.segment else None,
                 )
