@@ -17,7 +17,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
 from sklearn import metrics as sk
