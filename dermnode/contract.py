@@ -27,6 +27,12 @@ CLASS_NAMES: dict[str, str] = {
 }
 DEFAULT_VETO_THRESHOLD = 0.3
 
+#: The names of the node's three models, as their model cards and ModelIdentity carry them; the
+#: encoders use them to attach each result to the model that produced it.
+SEGMENTATION_MODEL = "dermnode-lesion-segmentation"
+CLASSIFIER_MODEL = "dermnode-fusion-classifier"
+BCC_SK_MODEL = "dermnode-bcc-sk-clip"
+
 
 def malignancy_probability(probabilities: dict[str, float]) -> float:
     """P(MEL) + P(BCC) + P(AK) + P(SCC)."""

@@ -21,7 +21,16 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 
-from dermnode.contract import CLASS_CODES, AnalysisStatus, LesionAnalysis, ModelIdentity, PatientMetadata
+from dermnode.contract import (
+    BCC_SK_MODEL,
+    CLASS_CODES,
+    CLASSIFIER_MODEL,
+    SEGMENTATION_MODEL,
+    AnalysisStatus,
+    LesionAnalysis,
+    ModelIdentity,
+    PatientMetadata,
+)
 from dermnode.dicom_templates import codes
 from dermnode.dicom_templates.image_conversion import dicomize_image, pixel_spacing_mm
 from dermnode.dicom_templates.results import ResultSet, build_results
@@ -32,9 +41,9 @@ from test_templates_image_conversion import vl_photographic_image
 
 ISIC_ID = "ISIC_0000019"
 MODELS = (
-    ModelIdentity("segmentation", "1.0.0", "1" * 64),
-    ModelIdentity("classifier", "2.1.0", "2" * 64),
-    ModelIdentity("bcc_sk", "0.3.0", "3" * 64),
+    ModelIdentity(SEGMENTATION_MODEL, "1.0.0", "1" * 64),
+    ModelIdentity(CLASSIFIER_MODEL, "2.1.0", "2" * 64),
+    ModelIdentity(BCC_SK_MODEL, "0.3.0", "3" * 64),
 )
 #: Warnings dciodvfy may leave, all explained in docs/CONFORMANCE.md.
 EXPLAINED_WARNINGS = ("<99DERMNODE>",)

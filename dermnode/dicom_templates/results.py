@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydicom import Dataset
 
-from dermnode.contract import LesionAnalysis
+from dermnode.contract import SEGMENTATION_MODEL, LesionAnalysis
 from dermnode.dicom_templates.kos import build_kos
 from dermnode.dicom_templates.seg import build_seg
 from dermnode.dicom_templates.sr import build_sr
@@ -37,7 +37,7 @@ def build_results(
     form); KOS when the veto fires and ``kos_enabled``. Series numbers base, base+1, base+2."""
     seg = None
     if analysis.mask is not None and analysis.mask.any():
-        model = next((m for m in analysis.models if m.name == "segmentation"), None)
+        model = next((m for m in analysis.models if m.name == SEGMENTATION_MODEL), None)
         seg = build_seg(
             source, analysis.mask, model=model, series_number=series_number_base, for_diagnostic_use=for_diagnostic_use
         )

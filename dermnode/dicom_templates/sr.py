@@ -17,7 +17,15 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.uid import generate_uid
 
-from dermnode.contract import CLASS_CODES, AnalysisStatus, LesionAnalysis, ModelIdentity
+from dermnode.contract import (
+    BCC_SK_MODEL,
+    CLASS_CODES,
+    CLASSIFIER_MODEL,
+    SEGMENTATION_MODEL,
+    AnalysisStatus,
+    LesionAnalysis,
+    ModelIdentity,
+)
 from dermnode.dicom_templates import codes
 from dermnode.dicom_templates.seg import LESION_SEGMENT_NUMBER, MANUFACTURER, software_version
 
@@ -46,7 +54,7 @@ def _num(name, value: float, unit, model: ModelIdentity | None = None) -> hd.sr.
 
 def _measurements(analysis: LesionAnalysis) -> list[hd.sr.Measurement]:
     items = [_num(codes.VETO_THRESHOLD, analysis.veto_threshold, codes.PROBABILITY_UNIT)]
-    classifier = _model(analysis, "classifier")
+    classifier = _model(analysis, CLASSIFIER_MODEL)
     if analysis.probabilities:
         items += [
             _num(codes.CLASS_PROBABILITY_CODES[code], analysis.probabilities[code], codes.PROBABILITY_UNIT, classifier)
@@ -54,8 +62,8 @@ def _measurements(analysis: LesionAnalysis) -> list[hd.sr.Measurement]:
         ]
         items.append(_num(codes.PROBABILITY_OF_CANCER, analysis.malignancy_probability, codes.PROBABILITY_UNIT, classifier))
     if analysis.bcc_probability is not None:
-        items.append(_num(codes.BCC_PROBABILITY, analysis.bcc_probability, codes.PROBABILITY_UNIT, _model(analysis, "bcc_sk")))
-    segmenter = _model(analysis, "segmentation")
+        items.append(_num(codes.BCC_PROBABILITY, analysis.bcc_probability, codes.PROBABILITY_UNIT, _model(analysis, BCC_SK_MODEL)))
+    segmenter = _model(analysis, SEGMENTATION_MODEL)
     if analysis.segmentation_confidence is not None:
         items.append(_num(codes.SEGMENTATION_CONFIDENCE, analysis.segmentation_confidence, codes.PROBABILITY_UNIT, segmenter))
     if analysis.lesion_area is not None:
