@@ -43,7 +43,7 @@ def write_durably(path: Path, data: bytes, *, replace: bool = True) -> bool:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fdatasync(handle.fileno())  # the data and the size: what a reader needs
         with _rename_lock:
             if not replace and path.exists():
                 tmp.unlink()
