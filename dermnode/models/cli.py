@@ -52,11 +52,13 @@ def evaluate_segmentation(
     subset: Subset = typer.Option(Subset.all, help="all images with masks, or the validation ids of the split.json beside the weights"),
     collection: str | None = typer.Option(None, help="only this collection of the data folder"),
     device: str | None = typer.Option(None, help="torch device (default: cuda when present, else cpu)"),
+    record: bool = typer.Option(False, help="also write the metrics into the model card of --weights"),
 ) -> None:
     """Score the segmenter against expert masks: Dice, Jaccard, ISIC 2018 thresholded Jaccard."""
     import json
 
     from dermnode.models.dataset_index import Split, load_records
+    from dermnode.models.model_card import ModelCard
     from dermnode.models.segmentation import STARTER, LesionSegmenter
     from dermnode.models.segmentation_eval import evaluate_records
 
@@ -68,6 +70,10 @@ def evaluate_segmentation(
         raise typer.BadParameter(f"no images with expert masks in {data} for subset {subset.value}")
     metrics = evaluate_records(segmenter, records, out)
     typer.echo(json.dumps(metrics, indent=1))
+    if record:
+        card = ModelCard.load(weights or STARTER)
+        card.metrics = {**card.metrics, **metrics, "evaluated_on": f"{data.name} ({subset.value} subset)"}
+        card.save(weights or STARTER)
 
 
 def register(app: typer.Typer) -> None:

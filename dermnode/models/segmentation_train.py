@@ -23,7 +23,7 @@ from tqdm import tqdm
 from dermnode.models.dataset_index import ImageRecord, Split, load_records, split_by_image_id
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
 from dermnode.models.model_card import ModelCard
-from dermnode.models.segmentation_nets import PROFILES, Profile, build_network, normalise
+from dermnode.models.segmentation_nets import ARCHITECTURE_CHOICE, PROFILES, Profile, build_network, normalise
 
 WEIGHTS_FILE = "segmentation.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -153,7 +153,7 @@ def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict
         training_data=training["data"],
         split=training["split"],
         metrics=card_metrics,
-        extra={"profile": asdict(profile), "training": training},
+        extra={"profile": asdict(profile), "training": training, "architecture_choice": ARCHITECTURE_CHOICE},
     )
     card.save(out)
     return card
