@@ -85,7 +85,7 @@ def store_files(files: Iterable[Path], destination: Destination, calling_ae: str
     if not headers:
         return outcomes
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     for sop_class, syntaxes in _contexts(headers):
         ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
