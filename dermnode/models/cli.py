@@ -78,5 +78,6 @@ def evaluate_segmentation(
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands (and sub-apps) to the main app."""
+    from dermnode.models import classification_commands  # noqa: F401  (adds the classifier and bcc-sk commands)
     app.add_typer(train_app, name="train")
     app.add_typer(evaluate_app, name="evaluate")
