@@ -74,7 +74,8 @@ class EmbeddedQueue:
             "--loglevel", self.settings.log_level, "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
         with log_file.open("ab") as log_handle:
-            process = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, env=env, stdout=log_handle, stderr=subprocess.STDOUT,
+                                       preexec_fn=_die_with_parent)
         log.info("embedded worker pid %d, log %s", process.pid, log_file)
         return process
 
@@ -123,6 +124,16 @@ class EmbeddedQueue:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the worker subprocess (Linux): get SIGTERM when the node dies, even by SIGKILL, so that no
+    orphan worker keeps consuming after its node is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_for_worker(settings: Settings, timeout: float = 60.0) -> bool:
