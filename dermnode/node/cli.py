@@ -28,7 +28,12 @@ def serve(config: ConfigOption = None) -> None:
     """Run the node: DICOM SCP, study assembly, export (and the embedded queue when no broker is set)."""
     from dermnode.node.serve import serve as run
 
-    run(_settings(config))
+    settings = _settings(config)
+    try:
+        run(settings)
+    except OSError as exc:
+        typer.secho(f"error: cannot serve on {settings.host}:{settings.port}: {exc.strerror or exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 def config_check(config: ConfigOption = None) -> None:
@@ -81,7 +86,7 @@ def audit_list(config: ConfigOption = None) -> None:
     from dermnode.node.audit import AuditStore
 
     store = AuditStore(_settings(config).database_url)
-    table = Table("study UID", "first seen", "received", "analysed", "veto", "models", "sent", "waiting", "last event")
+    table = Table("study UID", "first seen (UTC)", "received", "analysed", "veto", "models", "sent", "waiting", "last event")
     for study in store.studies():
         table.add_row(study["study_uid"], f"{study['first_at']:%Y-%m-%d %H:%M:%S}", str(study["received"]),
                       str(study["analysed"]), "yes" if study["veto"] else "", study["models"],
