@@ -72,7 +72,8 @@ def evaluate_segmentation(
     typer.echo(json.dumps(metrics, indent=1))
     if record:
         card = ModelCard.load(weights or STARTER)
-        card.metrics = {**card.metrics, **metrics, "evaluated_on": f"{data.name} ({subset.value} subset)"}
+        card.metrics = {**card.metrics, **metrics, "evaluated_on": f"{len(records)} images with expert masks of the data folder's "
+                        f"{collection or 'collections'} ({subset.value} subset)"}
         card.save(weights or STARTER)
 
 

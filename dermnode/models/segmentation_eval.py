@@ -66,7 +66,7 @@ def overlay_sheet(records: list[ImageRecord], segmenter: LesionSegmenter, path: 
     results = segmenter.predict(images)
     cols = min(6, len(records))
     rows = int(np.ceil(len(records) / cols))
-    figure, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.1 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, record, image, result in zip(axes.flat, records, images, results):

@@ -109,8 +109,7 @@ def training_step(model: nn.Module, profile: Profile, images: torch.Tensor, mask
                   optimizer: torch.optim.Optimizer, generator: torch.Generator, device: torch.device) -> float:
     """One augmented optimisation step on uint8 ``images`` (N,3,S,S) and ``masks`` (N,1,S,S)."""
     model.train()
-    x, y = augment(images.float() / 255.0, masks.float(), generator)
-    x, y = x.to(device), y.to(device)
+    x, y = augment(images.to(device).float() / 255.0, masks.to(device).float(), generator)
     if profile.architecture == "unet":
         loss = unet_loss(model(normalise(x)), y)
     else:
@@ -202,7 +201,8 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
         history, start_epoch = checkpoint["history"], checkpoint["epoch"]
     training = {
         "version": time.strftime("%Y.%m.%d"),
-        "data": f"{data_dir.name}: {len(train_records)} training images with expert masks (ISIC 2018 Task 1)",
+        "data": f"{len(train_records)} training images with expert masks from "
+                f"{', '.join(sorted({r.collection for r in train_records}))} (ISIC archive)",
         "split": f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction}"
                  f" ({len(train_records)} train / {len(val_records)} validation images with masks); split.json",
         "epochs": profile.epochs,
