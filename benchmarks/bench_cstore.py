@@ -7,8 +7,9 @@ images in the data folder (512x512 segmentation-challenge images; random images 
 absent), then sends all of them to each receiver in turn, per round, over 1 storescu association
 and over K parallel ones (each with its share of the files), with fresh SOP Instance UIDs every
 round (`+II`), and prints instances per second (the best and the median round). The node runs with a quiet period longer than the benchmark, so no analysis competes
-for the CPU; its broker is a private redis-server when one is installed. storescp writes without
-fsync; the node fsyncs every file and its folder before it answers.
+for the CPU; its broker is a private redis-server. storescp runs with --fork (one process per
+association, so parallel associations are parallel for it too) and writes without fsync; the node
+makes every file durable (fdatasync, rename, fsync of the folder) before it answers.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def main() -> None:
             (root / "storescp").mkdir()
             processes.append(subprocess.Popen(
                 [binary("storescp"), "--aetitle", "STORESCP", "--output-directory", str(root / "storescp"),
-                 "--promiscuous", "+xa", str(scp_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 "--promiscuous", "+xa", "--fork", str(scp_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=DCMTK_ENV))
             redis_port = free_port()
             processes.append(subprocess.Popen(
