@@ -152,8 +152,9 @@ class AuditStore:
                 .where(events.c.study_uid.is_not(None)).group_by(events.c.study_uid)
                 .order_by(func.min(events.c.at))
             ).all()
+            latest = select(func.max(events.c.id)).where(events.c.study_uid.is_not(None)).group_by(events.c.study_uid)
             last = {r.id: r for r in connection.execute(
-                select(events.c.id, events.c.kind, events.c.at).where(events.c.id.in_([row[2] for row in rows]))
+                select(events.c.id, events.c.kind, events.c.at).where(events.c.id.in_(latest.scalar_subquery()))
             )}
             results: dict[str, list] = {}
             for row in connection.execute(select(analyses.c.study_uid, analyses.c.result)):
