@@ -182,7 +182,7 @@ def storescp(directory: Path, aet: str = "STORESCP") -> Iterator[tuple[str, int]
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--aetitle", aet, "--output-directory", str(directory), "--promiscuous", str(port)],
+        [binary, "--aetitle", aet, "--output-directory", str(directory), "--promiscuous", "+xa", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
