@@ -44,6 +44,19 @@ def _records(data: Path, weights_dir: Path, subset: str):
     return chosen
 
 
+RECORD = typer.Option(False, "--record", help="also store the metrics in the evaluated weights' model card")
+
+
+def _record(weights_dir: Path, data: Path, subset: str, metrics: dict) -> None:
+    """Add the metrics to the model card (the weights and their hash stay as they are)."""
+    from dermnode.models.model_card import ModelCard
+
+    card = ModelCard.load(weights_dir)
+    summary = {k: v for k, v in metrics.items() if k not in ("model", "confusion_matrix")}
+    card.metrics = {**card.metrics, "evaluation": {"data": f"{data.name} ({subset} subset)", **summary}}
+    card.save(weights_dir)
+
+
 def _print(metrics: dict, keys: tuple[str, ...]) -> None:
     typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
 
@@ -73,6 +86,7 @@ def evaluate_classifier(
     subset: str = SUBSET,
     veto_threshold: float = typer.Option(DEFAULT_VETO_THRESHOLD, "--veto-threshold"),
     segment_all: bool = typer.Option(False, "--segment-all", help="segment every image, ignoring expert masks"),
+    record: bool = RECORD,
 ) -> None:
     """Run segmentation -> radiomics -> classifier on a data folder and report metrics."""
     from dermnode.models.classifier import FusionClassifier
@@ -82,6 +96,8 @@ def evaluate_classifier(
     model = FusionClassifier.load(weights)
     records = _records(data, weights or STARTER_DIR / "classifier", subset)
     metrics = run(model, records, out, veto_threshold=veto_threshold, segment_all=segment_all)
+    if record:
+        _record(weights or STARTER_DIR / "classifier", data, subset + (", every image segmented" if segment_all else ""), metrics)
     _print(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "balanced_accuracy", "ablation"))
 
 
@@ -110,6 +126,7 @@ def evaluate_bcc_sk(
     out: Path = typer.Option(..., "--out", help="report folder: metrics.json, ROC and confusion plots"),
     weights: Path | None = WEIGHTS,
     subset: str = SUBSET,
+    record: bool = RECORD,
 ) -> None:
     """Evaluate the BCC-versus-SK model on the BCC and BKL images of a data folder."""
     from dermnode.models.bcc_sk import BccSkModel
@@ -121,7 +138,10 @@ def evaluate_bcc_sk(
     except FileNotFoundError as error:
         raise typer.BadParameter(str(error)) from error
     records = [r for r in _records(data, weights or STARTER_DIR / "bcc_sk", subset) if r.diagnosis in (POSITIVE, NEGATIVE)]
-    _print(evaluate_bcc_sk(model, records, out), ("n", "auroc", "sensitivity", "specificity"))
+    metrics = evaluate_bcc_sk(model, records, out)
+    if record:
+        _record(weights or STARTER_DIR / "bcc_sk", data, subset, metrics)
+    _print(metrics, ("n", "auroc", "sensitivity", "specificity"))
 
 
 train_app.command("classifier")(train_classifier)

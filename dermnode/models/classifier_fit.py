@@ -73,6 +73,13 @@ def predicted_masks(records: list[ImageRecord], work_dir: Path) -> dict[str, np.
     return {key.replace(":", "/"): mask for key, mask in masks.items()}
 
 
+def _segmenter_identity() -> str:
+    from dermnode.models.model_card import STARTER_DIR
+
+    card = ModelCard.load(STARTER_DIR / "segmentation", verify=False)
+    return f"{card.name} {card.version} sha256 {card.weights_sha256[:12]}"
+
+
 def radiomics_rows(
     cache: ClassifierCache, entries: dict[str, dict], selection: FeatureSelection
 ) -> tuple[torch.Tensor, list[dict | None]]:
@@ -134,6 +141,7 @@ def train_classifier(
     size = 224 if profile == "paper" else 128
     cache = load_or_build_cache(data_dir, work_dir, size)
     predicted = predicted_masks(records, work_dir)
+    cache.mask_source = cache.mask_source.astype("<U9")  # room for "predicted"
     for row, key in enumerate(f"{c}/{i}" for c, i in zip(cache.collections, cache.image_ids)):
         if cache.mask_source[row] != "expert" and predicted.get(key) is not None:
             cache.masks[row] = square_mask(predicted[key], size)
@@ -156,6 +164,7 @@ def train_classifier(
     }
     summary = validation_summary(val.labels, probabilities)
     sources = {s: int((cache.mask_source == s).sum()) for s in ("expert", "predicted", "none")}
+    segmenter = _segmenter_identity() if sources["predicted"] else "none"
     card = ModelCard(
         name=NAME,
         version="0.1.0",
@@ -171,9 +180,10 @@ def train_classifier(
         profile=profile,
         weights_file="classifier.pt",
         training_data=(
-            f"{len(train.labels)} labelled training images of the data folder (both ISIC collections). Masks: "
-            f"expert masks where present ({sources['expert']} images), otherwise predicted by the starter "
-            f"segmenter ({sources['predicted']}); no mask ({sources['none']})"
+            f"{len(train.labels)} labelled training images of the data folder (both ISIC collections). Masks of "
+            f"the data folder's {len(cache.labels)} labelled images: expert masks where present ({sources['expert']}), "
+            f"otherwise predicted by the starter segmenter ({sources['predicted']}, {segmenter}); no lesion found "
+            f"({sources['none']}: empty mask channel, no radiomics)"
         ),
         split=f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction} (split.json)",
         metrics={"validation_from_cache": summary, "cross_validation": cross_validation},
