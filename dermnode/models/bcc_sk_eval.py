@@ -64,8 +64,34 @@ def evaluate_bcc_sk(
         plot_roc({"BCC vs SK": (labels, scores_array)}, out_dir / "roc.png", "BCC versus seborrheic keratosis")
         called = (scores_array >= 0.5).astype(int)
         plot_confusion(confusion_matrix(1 - labels, 1 - called, 2), ["BCC", "SK"], out_dir / "confusion.png", "BCC/SK at 0.5")
+        plot_attention(model, records, scores, out_dir / "attention.png")
         with (out_dir / "predictions.csv").open("w") as handle:
             handle.write("image_id,collection,diagnosis,p_bcc\n")
             for record, score in zip(records, scores):
                 handle.write(f"{record.image_id},{record.collection},{record.diagnosis},{score:.6f}\n")
     return metrics
+
+
+def plot_attention(model: BccSkModel, records: list[ImageRecord], scores: list[float], path: Path, per_class: int = 4) -> Path:
+    """Grad-CAM overlays of the first few BCC and SK images, titled with diagnosis and P(BCC)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [i for i, r in enumerate(records) if r.diagnosis == POSITIVE][:per_class]
+    chosen += [i for i, r in enumerate(records) if r.diagnosis == NEGATIVE][:per_class]
+    figure, axes = plt.subplots(2, len(chosen), figsize=(2.2 * len(chosen), 4.6), squeeze=False)
+    for column, index in enumerate(chosen):
+        image = load_rgb(records[index].image_path)
+        axes[0, column].imshow(image)
+        axes[1, column].imshow(image)
+        axes[1, column].imshow(model.attention_map(image), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[0, column].set_title(f"{records[index].diagnosis} P(BCC)={scores[index]:.2f}", fontsize=8)
+        for row in (0, 1):
+            axes[row, column].axis("off")
+    figure.suptitle("BCC/SK Grad-CAM attention (bottom row)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
