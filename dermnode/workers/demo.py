@@ -272,7 +272,7 @@ def _print_results(rows: list[dict], studies: dict[str, str], settings, destinat
 
     table = Table(title=f"dermnode demo: {len(studies)} studies, {elapsed:.0f} s")
     for column in ("study", "image", "status", "top class", "P(malignant)", "veto", "seconds"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("study", "image"))
     files = []
     for row in rows:
         if row["study_uid"] not in studies:
@@ -280,7 +280,7 @@ def _print_results(rows: list[dict], studies: dict[str, str], settings, destinat
         seconds = sum(v for k, v in row.items() if k.startswith("seconds_") and v)
         probability = row["malignancy_probability"]
         table.add_row(
-            row["study_uid"][-20:], studies[row["study_uid"]], row["status"], row["top_class"] or "-",
+            "…" + row["study_uid"][-8:], studies[row["study_uid"]], row["status"], row["top_class"] or "-",
             "-" if probability is None else f"{probability:.3f}",
             {True: "VETO", False: "no"}.get(row["veto"], "-"), f"{seconds:.2f}",
         )
