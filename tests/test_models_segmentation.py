@@ -68,9 +68,18 @@ def test_best_component_fills_holes_and_reports_no_lesion():
     assert 0.5 < confidence <= 1.0
 
 
-def test_training_steps_on_real_images_lower_the_loss():
+@pytest.fixture
+def one_thread():
+    """Small tensors train fastest on one thread (and do not fight other jobs for the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_training_steps_on_real_images_lower_the_loss(one_thread):
     torch.manual_seed(0)
-    profile = replace(PROFILES["cpu"], input_size=96)
+    profile = replace(PROFILES["cpu"], input_size=64)
     images, masks = real_batch(6, profile.input_size)
     model = build_network(profile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -86,7 +95,7 @@ def test_training_steps_on_real_images_lower_the_loss():
     assert loss() < before - 0.05
 
 
-def test_paper_profile_mask_rcnn_trains_and_predicts():
+def test_paper_profile_mask_rcnn_trains_and_predicts(one_thread):
     torch.manual_seed(0)
     profile = replace(PROFILES["paper"], input_size=128)
     images, masks = real_batch(2, profile.input_size)
@@ -155,7 +164,7 @@ def test_cli_evaluate_writes_metrics_and_sheet(tmp_path, starter):
     assert (tmp_path / "eval" / "overlays_worst_best.png").stat().st_size > 1000
 
 
-def test_cli_train_checkpoints_and_resumes(tmp_path):
+def test_cli_train_checkpoints_and_resumes(tmp_path, one_thread):
     data = tiny_data_folder(tmp_path / "data", 5)
     out = tmp_path / "model"
     runner = CliRunner()

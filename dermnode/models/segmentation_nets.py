@@ -116,8 +116,7 @@ def build_network(profile: Profile) -> nn.Module:
         return maskrcnn_resnet50_fpn(
             weights=None,
             weights_backbone=None,
-            num_classes=2,
-            trainable_backbone_layers=5,
+            num_classes=2,  # from scratch every backbone layer trains, with ordinary BatchNorm
             min_size=profile.input_size,
             max_size=profile.input_size,
         )
