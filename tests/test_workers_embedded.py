@@ -57,3 +57,38 @@ def test_worker_command_needs_a_broker(tmp_path: Path, monkeypatch: pytest.Monke
     result = CliRunner().invoke(app, ["worker"])
     assert result.exit_code == 2
     assert "DERMNODE_BROKER_URL" in result.output
+
+
+def test_studies_go_to_the_gpu_queue_when_one_is_configured(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", broker_url="", queue="cpu", gpu_queue="gpu")
+    with EmbeddedQueue(settings, start_worker=False) as queue:
+        enqueue_study(queue.settings, "1.2.3.4", "key-1")
+        assert queue.redis.llen("gpu") == 1 and queue.redis.llen("cpu") == 0
+
+
+@pytest.mark.peers
+def test_worker_command_consumes_the_queues_it_is_given(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from peers import redis_server, stop
+
+    from dermnode.workers.celery_app import celery_for
+
+    with redis_server(tmp_path / "redis") as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
+        env.update(DERMNODE_HOME=str(tmp_path / "home"), DERMNODE_BROKER_URL=url, DERMNODE_GPU_QUEUE="gpu")
+        log = (tmp_path / "worker.log").open("w")
+        worker = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "worker", "--queues", "gpu"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            settings = load_settings(home=tmp_path / "home", broker_url=url, gpu_queue="gpu")
+            assert wait_for_worker(settings, timeout=60), (tmp_path / "worker.log").read_text()
+            active = celery_for(settings).control.inspect(timeout=5, limit=1).active_queues()
+            assert [[q["name"] for q in queues] for queues in active.values()] == [["gpu"]]
+            stats = celery_for(settings).control.inspect(timeout=5, limit=1).stats()
+            (worker_stats,) = stats.values()
+            assert worker_stats["prefetch_count"] == 1  # worker_prefetch_multiplier 1, one process
+        finally:
+            stop(worker)
+            log.close()

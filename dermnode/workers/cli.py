@@ -102,8 +102,8 @@ def _print_table(records: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="dermnode analyze")
-    for column in ("image", "status", "top class", "P(malignant)", "veto", "P(BCC vs SK)", "mask", "seconds"):
-        table.add_column(column)
+    for column in ("image", "status", "top class", "P(mal.)", "veto", "P(BCC)", "seconds"):
+        table.add_column(column, no_wrap=True)
     for item in records:
         def number(value):
             return "-" if value is None else f"{value:.3f}"
@@ -111,9 +111,12 @@ def _print_table(records: list[dict]) -> None:
         table.add_row(
             Path(item["image"]).name, item["status"], item["top_class"] or "-", number(item["malignancy_probability"]),
             {True: "VETO", False: "no", None: "-"}[item["veto"]], number(item["bcc_probability"]),
-            item["mask"] or "-", f"{item['seconds']:.2f}",
+            f"{item['seconds']:.2f}",
         )
     Console().print(table)
+    masks = [item["mask"] for item in records if item["mask"]]
+    if masks:
+        Console().print(f"masks (and SEG/SR/KOS for DICOM input) in {Path(masks[0]).parent}")
     for item in records:
         if item["failure_reason"]:
             Console(stderr=True).print(f"{Path(item['image']).name}: {item['failure_reason']}")
