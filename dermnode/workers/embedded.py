@@ -18,14 +18,12 @@ DERMNODE_VISIBILITY_TIMEOUT says otherwise the embedded worker uses 120 s.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from dermnode.node.settings import Settings
 from dermnode.workers.celery_app import WORKER_SETTINGS_ENV, analysis_queue, celery_for
