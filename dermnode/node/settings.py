@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     clip_pretrained: str | None = None
     queue: str = "dermnode"
     gpu_queue: str | None = None
+    #: Seconds before Redis hands an unacknowledged study (its worker died) to another worker;
+    #: None = one hour with an external broker, 120 s with the embedded queue's single worker.
+    visibility_timeout: float | None = None
+    #: How often a worker looks for such studies to restore, in seconds.
+    restore_interval: float = 10.0
     #: Export: first retry after this many seconds, doubling up to retry_max_seconds.
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
@@ -133,10 +138,11 @@ class Settings(BaseSettings):
             raise ValueError(f"the veto threshold is a probability, between 0 and 1 (got {value})")
         return value
 
-    @field_validator("quiet_seconds", "retry_base_seconds", "retry_max_seconds", "dispatch_poll_seconds")
+    @field_validator("quiet_seconds", "retry_base_seconds", "retry_max_seconds", "dispatch_poll_seconds",
+                     "visibility_timeout", "restore_interval")
     @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
             raise ValueError(f"must be more than 0 seconds (got {value})")
         return value
 

@@ -8,10 +8,10 @@ Delivery guarantees (Celery's Redis transport):
   the message at once.
 * When the whole worker dies (``kill -9``, power cut) nobody requeues: the message stays in Redis'
   "unacked" set and any live worker puts it back on the queue once it is older than the
-  **visibility timeout** (``DERMNODE_VISIBILITY_TIMEOUT``, default one hour). Choose it longer
+  **visibility timeout** (setting ``visibility_timeout``, default one hour). Choose it longer
   than the longest study takes, or a slow study would also be handed to a second worker (still
   harmless: results are stored once per idempotency key, see tasks.py). Live workers sweep for
-  such messages every ``DERMNODE_RESTORE_INTERVAL`` seconds (default 10) and when they start.
+  such messages every ``restore_interval`` seconds (default 10) and when they start.
 * ``worker_prefetch_multiplier = 1``: a worker holds one study at a time, so a dying worker strands
   at most one.
 
@@ -37,21 +37,7 @@ from dermnode.node.settings import Settings, load_settings
 TASK_MODULE = "dermnode.workers.tasks"
 ANALYSE_TASK = "dermnode.analyse_study"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
-DEFAULT_RESTORE_INTERVAL = 10.0
 WORKER_SETTINGS_ENV = "DERMNODE_WORKER_SETTINGS"
-
-
-def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be more than 0 seconds (got {value})")
-    return value
 
 
 def analysis_queue(settings: Settings) -> str:
@@ -82,8 +68,8 @@ def make_celery(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": _seconds("DERMNODE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT),
-            "unacked_restore_interval": _seconds("DERMNODE_RESTORE_INTERVAL", DEFAULT_RESTORE_INTERVAL),
+            "visibility_timeout": settings.visibility_timeout or DEFAULT_VISIBILITY_TIMEOUT,
+            "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
         },
         worker_hijack_root_logger=False,

