@@ -69,13 +69,17 @@ def train_classifier(
     folds: int = typer.Option(1, "--folds", help="k > 1: k-fold cross-validation inside the training split first"),
     epochs: int = typer.Option(12, "--epochs", help="stage 1 (image branch) epochs"),
     finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="stage 2 end-to-end fine-tune epochs"),
+    masks: str = typer.Option(
+        "expert", "--masks", help="expert: the data's expert masks where present, else the starter segmenter's; "
+        "predicted: the starter segmenter's mask for every image (as the node sees them)"
+    ),
 ) -> None:
     """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
     from dermnode.models.classifier_fit import train_classifier as run
     from dermnode.models.classifier_train import TrainSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    summary = run(data, out, profile, work, TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs), folds)
+    summary = run(data, out, profile, work, TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs), folds, masks)
     typer.echo(json.dumps(summary, indent=2))
 
 

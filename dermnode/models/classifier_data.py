@@ -15,7 +15,7 @@ from PIL import Image
 
 from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.dataset_index import ImageRecord
-from dermnode.models.images import as_rgb, load_mask
+from dermnode.models.images import as_rgb, load_mask, load_rgb
 
 #: Anatomic sites of the ISIC ``anatom_site_general`` vocabulary; anything else counts as missing.
 SITES: tuple[str, ...] = (
@@ -49,14 +49,6 @@ def square_mask(mask: np.ndarray | None, size: int) -> np.ndarray:
         return np.zeros((size, size), dtype=bool)
     pil = Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255)
     return np.asarray(pil.resize((size, size), Image.BILINEAR)) >= 128
-
-
-def load_image(path: Path, max_side: int | None = None) -> np.ndarray:
-    """Read an image file as RGB uint8; ``max_side`` lets JPEG decoding skip detail not needed."""
-    with Image.open(path) as pil:
-        if max_side is not None:
-            pil.draft("RGB", (max_side, max_side))
-        return np.asarray(pil.convert("RGB"))
 
 
 def encode_metadata(metadata: PatientMetadata) -> np.ndarray:
@@ -106,14 +98,16 @@ class ClassifierCache:
 
 
 def build_cache(records: Sequence[ImageRecord], size: int, progress: bool = True) -> ClassifierCache:
-    """Resize images and expert masks of labelled records (records without a diagnosis are skipped)."""
+    """Resize images and expert masks of labelled records (records without a diagnosis are skipped).
+
+    Images are decoded in full and resized by :func:`square_image`, exactly as at inference."""
     from tqdm import tqdm
 
     records = [r for r in records if r.diagnosis is not None]
     images = np.zeros((len(records), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(records), size, size), dtype=bool)
     for i, record in enumerate(tqdm(records, desc=f"resizing to {size}px", disable=not progress)):
-        images[i] = square_image(load_image(record.image_path, max_side=2 * size), size)
+        images[i] = square_image(load_rgb(record.image_path), size)
         if record.mask_path is not None:
             masks[i] = square_mask(load_mask(record.mask_path), size)
     return ClassifierCache(

@@ -1,8 +1,9 @@
 """`dermnode train classifier`: from a data folder to a weights directory with its model card.
 
-Masks: the expert masks of the data folder where present (isic2018-task1), otherwise masks
-predicted by the starter segmenter (computed once and kept in the work directory); without a
-starter segmenter those images get no mask (an all-zero mask channel, no radiomics).
+Masks (``masks="expert"``): the expert masks of the data folder where present (isic2018-task1),
+otherwise masks predicted by the starter segmenter (computed once and kept in the work directory);
+without a starter segmenter those images get no mask (an all-zero mask channel, no radiomics).
+``masks="predicted"`` uses the segmenter's mask for every image, as the node sees them.
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ log = logging.getLogger(__name__)
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in ("MEL", "BCC", "AK", "SCC")]
 
 
-def predicted_masks(records: list[ImageRecord], work_dir: Path) -> dict[str, np.ndarray | None]:
-    """Starter-segmenter masks (source size) for records without an expert mask, cached on disk."""
+def predicted_masks(records: list[ImageRecord], work_dir: Path, every: bool = False) -> dict[str, np.ndarray | None]:
+    """Starter-segmenter masks (source size) for records without an expert mask (``every``: for all
+    records), cached on disk in the work directory."""
     from tqdm import tqdm
 
     from dermnode.models.images import load_rgb
     from dermnode.models.segmentation import LesionSegmenter
 
     path = Path(work_dir) / "predicted_masks.npz"
-    todo = [r for r in records if r.mask_path is None]
+    todo = [r for r in records if every or r.mask_path is None]
     masks: dict[str, np.ndarray | None] = {}
     if path.is_file():
         with np.load(path) as data:
@@ -130,7 +132,13 @@ def fit(
 
 
 def train_classifier(
-    data_dir: Path, out_dir: Path, profile: str, work_dir: Path, settings: TrainSettings, folds: int = 1
+    data_dir: Path,
+    out_dir: Path,
+    profile: str,
+    work_dir: Path,
+    settings: TrainSettings,
+    folds: int = 1,
+    masks: str = "expert",
 ) -> dict:
     """Train on the shared split's training part (optionally with k-fold cross-validation inside it),
     choose per-class Youden thresholds on its validation part, and write weights + card to ``out_dir``."""
@@ -140,13 +148,22 @@ def train_classifier(
     records = [r for r in load_records(data_dir) if r.diagnosis is not None]
     size = 224 if profile == "paper" else 128
     cache = load_or_build_cache(data_dir, work_dir, size)
-    predicted = predicted_masks(records, work_dir)
+    if masks not in ("expert", "predicted"):
+        raise ValueError(f"masks must be 'expert' or 'predicted', not {masks!r}")
+    every = masks == "predicted"
+    predicted = predicted_masks(records, work_dir, every=every)
     cache.mask_source = cache.mask_source.astype("<U9")  # room for "predicted"
     for row, key in enumerate(f"{c}/{i}" for c, i in zip(cache.collections, cache.image_ids)):
-        if cache.mask_source[row] != "expert" and predicted.get(key) is not None:
-            cache.masks[row] = square_mask(predicted[key], size)
-            cache.mask_source[row] = "predicted"
-    entries = extend_cache(work_dir / "radiomics.jsonl", records, (lambda r, _image: predicted.get(record_key(r))) if predicted else None)
+        if every or cache.mask_source[row] != "expert":
+            mask = predicted.get(key)
+            cache.masks[row] = square_mask(mask, size)
+            cache.mask_source[row] = "none" if mask is None else "predicted"
+    entries = extend_cache(
+        work_dir / "radiomics.jsonl",
+        records,
+        (lambda r, _image: predicted.get(record_key(r))) if predicted else None,
+        use_expert=not every,
+    )
     train_rows = np.flatnonzero(np.isin(cache.image_ids, split.train_ids))
     val_rows = np.flatnonzero(np.isin(cache.image_ids, split.validation_ids))
     train, val = cache.subset(train_rows), cache.subset(val_rows)

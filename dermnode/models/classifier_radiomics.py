@@ -38,25 +38,28 @@ def extend_cache(
     records: Sequence[ImageRecord],
     predicted_mask: Callable[[ImageRecord, np.ndarray], np.ndarray | None] | None = None,
     progress: bool = True,
+    use_expert: bool = True,
 ) -> dict[str, dict]:
     """Extract features for every record not yet in the cache; return the whole cache.
 
-    Records with an expert mask use it; the others use ``predicted_mask(record, image)`` when given
-    (a None mask is recorded as a failure), otherwise they are left out for a later run.
+    Records with an expert mask use it (unless ``use_expert`` is False); the others use
+    ``predicted_mask(record, image)`` when given (a None mask is recorded as a failure), otherwise
+    they are left out for a later run.
     """
     from tqdm import tqdm
 
     from dermnode.models.radiomics import RadiomicsExtractor
 
     cache = read_cache(path)
-    todo = [r for r in records if record_key(r) not in cache and (r.mask_path is not None or predicted_mask)]
+    expert = (lambda r: use_expert and r.mask_path is not None)  # noqa: E731
+    todo = [r for r in records if record_key(r) not in cache and (expert(r) or predicted_mask)]
     if not todo:
         return cache
     extractor = RadiomicsExtractor()
     with Path(path).open("a") as handle:
         for record in tqdm(todo, desc="radiomics", disable=not progress):
             image = load_rgb(record.image_path)
-            if record.mask_path is not None:
+            if expert(record):
                 mask, source = load_mask(record.mask_path), "expert"
             else:
                 mask, source = predicted_mask(record, image), "predicted"

@@ -22,7 +22,6 @@ from torch import nn
 from dermnode.contract import CLASS_CODES
 from dermnode.models.classifier_data import ClassifierCache
 from dermnode.models.classifier_net import ABLATION_VARIANTS, ClassifierConfig, FusionHead, FusionNet
-from dermnode.models.metrics.classification import one_vs_rest_auroc
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +259,6 @@ def train_all_heads(
         loss = train_head(net.ablation_head(name), features, metadata, radiomics, labels, settings)
         log.info("ablation head %s: final loss %.4f", name, loss)
     net.head.load_state_dict(net.ablation_head("image+metadata+radiomics").state_dict())
-
-
-def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
-    return one_vs_rest_auroc(labels, probabilities, CLASS_CODES)[1]
 
 
 def new_network(profile: str, n_radiomics: int) -> FusionNet:
