@@ -102,3 +102,38 @@ def test_starter_model_card_and_prediction(bcc_sk_images):
     records, _ = bcc_sk_images
     scores = model.predict([load_rgb(r.image_path) for r in records])
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def small_data_folder(root, records) -> None:
+    """A data folder in the shared layout holding links to a few real images (and masks)."""
+    import csv
+
+    with (root / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "collection", "diagnosis", "folder_label", "age_approx", "sex", "anatom_site_general"])
+        for r in records:
+            (root / r.collection / "images").mkdir(parents=True, exist_ok=True)
+            (root / r.collection / "images" / r.image_path.name).symlink_to(r.image_path)
+            if r.mask_path is not None:
+                (root / r.collection / "masks").mkdir(exist_ok=True)
+                (root / r.collection / "masks" / r.mask_path.name).symlink_to(r.mask_path)
+            m = r.metadata
+            writer.writerow([r.image_id, r.collection, r.diagnosis, "", m.age or "", m.sex or "", m.anatomic_site or ""])
+
+
+@pytest.mark.skipif(not (STARTER_DIR / "bcc_sk" / "model_card.json").is_file(), reason="no starter BCC/SK model yet")
+def test_evaluate_bcc_sk_command_writes_metrics(bcc_sk_images, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dermnode.cli import app
+
+    records, _ = bcc_sk_images
+    small_data_folder(tmp_path, records)
+    result = CliRunner().invoke(app, ["evaluate", "bcc-sk", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--subset", "all"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n"] == 8 and 0.0 <= metrics["auroc"] <= 1.0
+    assert {"sensitivity", "specificity"} <= set(metrics)
+    assert (tmp_path / "out" / "roc.png").is_file() and (tmp_path / "out" / "attention.png").is_file()

@@ -173,3 +173,24 @@ def test_starter_classifier_predicts_on_a_real_image(small_cache):
     record = records[0]
     out = model.predict([load_rgb(record.image_path)], [load_mask(record.mask_path)], [record.metadata], [None])
     assert sum(out[0].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.skipif(not (STARTER_DIR / "classifier" / "model_card.json").is_file(), reason="no starter classifier yet")
+def test_evaluate_classifier_command_runs_the_chain(small_cache, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dermnode.cli import app
+    from test_models_bcc_sk import small_data_folder
+
+    records, _ = small_cache
+    small_data_folder(tmp_path, records)
+    result = CliRunner().invoke(app, ["evaluate", "classifier", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--subset", "all"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n"] == 8 and set(metrics["per_class"]) == set(CLASS_CODES)
+    assert metrics["mask_sources"].get("expert") == 3  # the isic2018-task1 images; the others were segmented
+    assert set(metrics["ablation"]) >= {"image", "image+metadata", "image+metadata+radiomics"}
+    for png in ("roc_malignant.png", "roc_per_class.png", "confusion.png"):
+        assert (tmp_path / "out" / png).is_file()
