@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pydicom import dcmwrite
 from tqdm import tqdm
 
 from dermnode.contract import PatientMetadata
+from dermnode.local_processes import free_port, stop, wait_for_port
 from dermnode.dicom_templates.image_conversion import dicomize_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,23 +45,6 @@ def binary(name: str) -> str:
     if path is None:
         sys.exit(f"{name} is not installed (Debian package dcmtk / redis-server)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on port {port}")
 
 
 def make_files(folder: Path, count: int, data: Path) -> list[Path]:
@@ -144,8 +127,7 @@ def main() -> None:
                     timings.setdefault((k, "dcmtk storescp"), []).append(send(scp_port, "STORESCP", files, k))
         finally:
             for process in processes:
-                process.terminate()
-                process.wait(timeout=30)
+                stop(process, timeout=30)
 
         spooled = len(list((root / "node" / "spool").rglob("*.dcm")))
         expected = len(files) * args.rounds * len(args.associations)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,28 +23,12 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from dermnode.contract import PatientMetadata
+from dermnode.local_processes import free_port, stop, wait_for_port
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/usr/bin:/usr/local/bin"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
 # ------------------------------------------------------------------------------------- images
@@ -154,12 +137,7 @@ def _orthanc(binary: str, folder: Path) -> Iterator[OrthancDestination]:
         wait_for_port(port)
         yield OrthancDestination(port, http_port)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextmanager
