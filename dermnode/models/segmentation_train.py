@@ -20,14 +20,25 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dermnode.models.dataset_index import ImageRecord, Split, load_records, split_by_image_id
+from dermnode.contract import SEGMENTATION_MODEL
+from dermnode.models.dataset_index import (
+    ImageRecord,
+    Split,
+    load_records,
+    split_by_image_id,
+)
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
 from dermnode.models.model_card import ModelCard
-from dermnode.models.segmentation_nets import ARCHITECTURE_CHOICE, PROFILES, Profile, build_network, normalise
+from dermnode.models.segmentation_nets import (
+    ARCHITECTURE_CHOICE,
+    PROFILES,
+    Profile,
+    build_network,
+    normalise,
+)
 
 WEIGHTS_FILE = "segmentation.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_NAME = "dermnode-lesion-segmentation"
 
 
 def load_tensors(records: list[ImageRecord], size: int, cache: Path | None = None) -> dict[str, torch.Tensor | list]:
@@ -144,7 +155,7 @@ def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     torch.save(state, out / WEIGHTS_FILE)
     card = ModelCard(
-        name=MODEL_NAME,
+        name=SEGMENTATION_MODEL,
         version=training["version"],
         architecture=profile.architecture,
         profile=profile.name,
@@ -228,8 +239,8 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
         (out / "history.json").write_text(json.dumps(history, indent=1))
     metrics: dict = {"epochs_done": len(history), "train_loss": history[-1]["loss"] if history else None}
     if evaluate_at_end and val_records:
-        from dermnode.models.segmentation_eval import evaluate_records
         from dermnode.models.segmentation import LesionSegmenter
+        from dermnode.models.segmentation_eval import evaluate_records
 
         segmenter = LesionSegmenter.load(out, device=str(dev))
         metrics.update(evaluate_records(segmenter, val_records, out / "validation"))
