@@ -193,7 +193,7 @@ def test_html_is_self_contained_with_filled_tables(report_dir: Path) -> None:
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
         assert image.width > 400 and image.height > 300
     assert "http://" not in html and "https://" not in html
-    assert "BCC-vs-SK CLIP/CoOp paper" in html and "must be filled in from the paper" in html
+    assert "BCC-vs-SK CLIP/CoOp paper" in html and "PMC11347612" in html and "fill it in from the paper" in html
 
 
 def test_report_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def build_report(
         "subgroups": subgroups(cases, arrays),
         "published": {
             "comparison": published.comparison(ours),
-            "note": None if published.seed_paper_present() else published.MISSING_NOTE,
+            "note": None if published.seed_paper_table2_present() else published.MISSING_NOTE,
         },
         "curves": curves(arrays),
     }
