@@ -35,6 +35,7 @@ from dermnode.models.model_card import ModelCard
 from dermnode.models.radiomics import FeatureSelection
 
 log = logging.getLogger(__name__)
+SEGMENTER_KEY = "segmenter_sha256"
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in ("MEL", "BCC", "AK", "SCC")]
 
 
@@ -48,20 +49,23 @@ def predicted_masks(records: list[ImageRecord], work_dir: Path, every: bool = Fa
 
     path = Path(work_dir) / "predicted_masks.npz"
     todo = [r for r in records if every or r.mask_path is None]
+    try:
+        segmenter = LesionSegmenter.load()
+    except (FileNotFoundError, KeyError) as error:
+        log.warning("no starter segmenter (%s): images without expert masks get no mask", error)
+        return {}
+    version = np.frombuffer(segmenter.identity.sha256.encode(), dtype=np.uint8).astype(np.int64)
     masks: dict[str, np.ndarray | None] = {}
     if path.is_file():
         with np.load(path) as data:
-            for key in data.files:
-                shape = tuple(data[key][:2])
-                bits = data[key][2:]
-                masks[key] = None if shape == (0, 0) else np.unpackbits(bits.astype(np.uint8))[: shape[0] * shape[1]].reshape(shape).astype(bool)
+            if SEGMENTER_KEY in data.files and np.array_equal(data[SEGMENTER_KEY], version):
+                for key in (k for k in data.files if k != SEGMENTER_KEY):
+                    shape, bits = tuple(data[key][:2]), data[key][2:].astype(np.uint8)
+                    masks[key] = None if shape == (0, 0) else np.unpackbits(bits)[: shape[0] * shape[1]].reshape(shape).astype(bool)
+            else:
+                log.warning("%s was made by another segmenter: segmenting again", path)
     todo = [r for r in todo if record_key(r).replace("/", ":") not in masks]
     if todo:
-        try:
-            segmenter = LesionSegmenter.load()
-        except (FileNotFoundError, KeyError) as error:
-            log.warning("no starter segmenter (%s): images without expert masks get no mask", error)
-            return {}
         for start in tqdm(range(0, len(todo), 16), desc="segmenting"):
             chunk = todo[start : start + 16]
             for record, result in zip(chunk, segmenter.predict([load_rgb(r.image_path) for r in chunk])):
@@ -71,7 +75,7 @@ def predicted_masks(records: list[ImageRecord], work_dir: Path, every: bool = Fa
             shape = np.array((0, 0) if mask is None else mask.shape, dtype=np.int64)
             bits = np.zeros(0, np.int64) if mask is None else np.packbits(mask.ravel()).astype(np.int64)
             packed[key] = np.concatenate([shape, bits])
-        np.savez(path, **packed)
+        np.savez(path, **packed, **{SEGMENTER_KEY: version})
     return {key.replace(":", "/"): mask for key, mask in masks.items()}
 
 
