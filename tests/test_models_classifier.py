@@ -194,3 +194,13 @@ def test_evaluate_classifier_command_runs_the_chain(small_cache, tmp_path):
     assert set(metrics["ablation"]) >= {"image", "image+metadata", "image+metadata+radiomics"}
     for png in ("roc_malignant.png", "roc_per_class.png", "confusion.png"):
         assert (tmp_path / "out" / png).is_file()
+
+
+def test_paper_profile_is_a_4_channel_resnet50_at_224():
+    net = FusionNet(ClassifierConfig.for_profile("paper")).eval()
+    assert net.config.image_size == 224 and net.image.out_features == 2048
+    with torch.no_grad():
+        logits = net(torch.rand(1, 3, 224, 224), torch.zeros(1, 1, 224, 224), torch.zeros(1, len(METADATA_FIELDS)), torch.zeros(1, 10))
+    assert logits.shape == (1, len(CLASS_CODES))
+    with pytest.raises(ValueError, match="unknown classifier profile"):
+        ClassifierConfig.for_profile("huge")
