@@ -13,13 +13,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dermnode.contract import ModelIdentity
-from dermnode.models.bcc_sk_net import CPU_CLIP_CONFIG, PAPER_MODEL, BccSkNet, build_clip
+from dermnode.contract import BCC_SK_MODEL, ModelIdentity
+from dermnode.models.bcc_sk_net import (
+    CPU_CLIP_CONFIG,
+    PAPER_MODEL,
+    BccSkNet,
+    build_clip,
+)
 from dermnode.models.classifier_data import square_image
 from dermnode.models.images import as_rgb
 from dermnode.models.model_card import STARTER_DIR, ModelCard
 
-NAME = "dermnode-bcc-sk-clip"
+NAME = BCC_SK_MODEL  # as the model card and ModelIdentity carry it
 WEIGHTS_FILE = "bcc_sk.pt"
 
 

@@ -14,13 +14,24 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, ModelIdentity, PatientMetadata, malignancy_probability
+from dermnode.contract import (
+    CLASS_CODES,
+    CLASSIFIER_MODEL,
+    DEFAULT_VETO_THRESHOLD,
+    ModelIdentity,
+    PatientMetadata,
+    malignancy_probability,
+)
 from dermnode.models.classifier_data import encode_metadata, square_image, square_mask
-from dermnode.models.classifier_net import ABLATION_VARIANTS, ClassifierConfig, FusionNet
+from dermnode.models.classifier_net import (
+    ABLATION_VARIANTS,
+    ClassifierConfig,
+    FusionNet,
+)
 from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 
-NAME = "dermnode-fusion-classifier"
+NAME = CLASSIFIER_MODEL  # as the model card and ModelIdentity carry it
 WEIGHTS_FILE = "classifier.pt"
 SELECTION_FILE = "radiomics_selection.json"
 
