@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from dermnode.contract import CLASS_CODES
 from dermnode.models.bcc_sk_net import BccSkNet
+from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier_data import ClassifierCache
 from dermnode.models.classifier_train import augment, to_tensors
 
@@ -68,14 +69,8 @@ def train_encoders(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
     )
-    checkpoint, start = work_dir / "bcc_sk_stage_a.pt", 0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        start = state["epoch"]
+    checkpoint = work_dir / "bcc_sk_stage_a.pt"
+    start, _ = load_checkpoint(checkpoint, net, optimizer, generator, scheduler)
     y, weights = torch.from_numpy(targets), _weights(targets)
     for epoch in range(start, settings.encoder_epochs):
         net.train()
@@ -95,16 +90,7 @@ def train_encoders(
                 net.clip.logit_scale.clamp_(0, math.log(100))
             total += loss.item() * len(index)
         log.info("encoders epoch %d loss %.4f", epoch + 1, total / len(y))
-        torch.save(
-            {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch + 1,
-            },
-            checkpoint,
-        )
+        save_checkpoint(checkpoint, epoch + 1, net, optimizer, generator, scheduler)
 
 
 @torch.no_grad()
@@ -171,7 +157,12 @@ def train_bcc_sk(data_dir: Path, out_dir: Path, profile: str, work_dir: Path, se
     """Train on the shared split's training part, evaluate on its validation part, write weights + card."""
     from dermnode.models.bcc_sk import NAME, BccSkModel
     from dermnode.models.bcc_sk_eval import evaluate_bcc_sk, evaluation_records
-    from dermnode.models.bcc_sk_net import CPU_CLIP_CONFIG, PAPER_MODEL, build_clip, pretrained_path
+    from dermnode.models.bcc_sk_net import (
+        CPU_CLIP_CONFIG,
+        PAPER_MODEL,
+        build_clip,
+        pretrained_path,
+    )
     from dermnode.models.classifier_data import load_or_build_cache
     from dermnode.models.dataset_index import split_by_image_id
     from dermnode.models.model_card import ModelCard

@@ -17,7 +17,11 @@ import torch
 
 from dermnode.contract import CLASS_CODES
 from dermnode.models.classifier import NAME, FusionClassifier
-from dermnode.models.classifier_data import ClassifierCache, load_or_build_cache, square_mask
+from dermnode.models.classifier_data import (
+    ClassifierCache,
+    load_or_build_cache,
+    square_mask,
+)
 from dermnode.models.classifier_net import ABLATION_VARIANTS
 from dermnode.models.classifier_radiomics import extend_cache, record_key
 from dermnode.models.classifier_train import (
@@ -30,7 +34,11 @@ from dermnode.models.classifier_train import (
     train_image_branch,
 )
 from dermnode.models.dataset_index import ImageRecord, load_records, split_by_image_id
-from dermnode.models.metrics.classification import one_vs_rest_auroc, roc_auc, youden_threshold
+from dermnode.models.metrics.classification import (
+    one_vs_rest_auroc,
+    roc_auc,
+    youden_threshold,
+)
 from dermnode.models.model_card import ModelCard
 from dermnode.models.radiomics import FeatureSelection
 

@@ -20,8 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from dermnode.contract import CLASS_CODES
+from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier_data import ClassifierCache
-from dermnode.models.classifier_net import ABLATION_VARIANTS, ClassifierConfig, FusionHead, FusionNet
+from dermnode.models.classifier_net import (
+    ABLATION_VARIANTS,
+    ClassifierConfig,
+    FusionHead,
+    FusionNet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +124,8 @@ def train_image_branch(
     steps_per_epoch = math.ceil(len(train.labels) / settings.batch_size)
     scheduler = _cosine(optimizer, settings.epochs * steps_per_epoch)
     weights = class_weights(train.labels)
-    checkpoint, start_epoch = work_dir / "stage1.pt", 0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        start_epoch = state["epoch"]
+    checkpoint = work_dir / "stage1.pt"
+    start_epoch, _ = load_checkpoint(checkpoint, net, optimizer, generator, scheduler)
     labels = torch.from_numpy(train.labels)
     for epoch in range(start_epoch, settings.epochs):
         net.train()
@@ -144,16 +144,7 @@ def train_image_branch(
             total, seen = total + loss.item() * len(index), seen + len(index)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         log.info("stage 1 epoch %d loss %.4f", epoch + 1, total / seen)
-        torch.save(
-            {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch + 1,
-            },
-            checkpoint,
-        )
+        save_checkpoint(checkpoint, epoch + 1, net, optimizer, generator, scheduler)
 
 
 def train_head(

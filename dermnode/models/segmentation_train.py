@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dermnode.contract import SEGMENTATION_MODEL
+from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.dataset_index import (
     ImageRecord,
     Split,
@@ -204,12 +205,9 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
     generator = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     start_epoch = 0
-    if resume and (out / CHECKPOINT_FILE).is_file():
-        checkpoint = torch.load(out / CHECKPOINT_FILE, weights_only=False, map_location=dev)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["generator"])
-        history, start_epoch = checkpoint["history"], checkpoint["epoch"]
+    if resume:
+        start_epoch, extra = load_checkpoint(out / CHECKPOINT_FILE, model, optimizer, generator, map_location=dev)
+        history = extra.get("history", [])
     training = {
         "version": time.strftime("%Y.%m.%d"),
         "data": f"{len(train_records)} training images with expert masks from "
@@ -232,9 +230,7 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
                                         optimizer, generator, dev))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "time": time.time()})
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "history": history, "epoch": epoch + 1}, out / CHECKPOINT_FILE)
+        save_checkpoint(out / CHECKPOINT_FILE, epoch + 1, model, optimizer, generator, history=history)
         save_model(model, profile, out, {"epochs_done": epoch + 1, "train_loss": history[-1]["loss"]}, training)
         (out / "history.json").write_text(json.dumps(history, indent=1))
     metrics: dict = {"epochs_done": len(history), "train_loss": history[-1]["loss"] if history else None}
