@@ -81,17 +81,19 @@ def send(
 def audit_list(config: ConfigOption = None) -> None:
     """One line per study: instances received, analyses, veto, models, deliveries, last event."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from dermnode.node.audit import AuditStore
 
     store = AuditStore(_settings(config).database_url)
-    table = Table("study UID", "first seen (UTC)", "received", "analysed", "veto", "models", "sent", "waiting", "last event")
+    table = Table("first seen (UTC)", "received", "analysed", "veto", "models", "sent", "waiting", "last event")
+    table.columns.insert(0, Column("study UID", no_wrap=True))  # whole, so it can be pasted into `audit show`
     for study in store.studies():
+        veto = "yes" if study["veto"] else ("no" if study["analysed"] else "")
         table.add_row(study["study_uid"], f"{study['first_at']:%Y-%m-%d %H:%M:%S}", str(study["received"]),
-                      str(study["analysed"]), "yes" if study["veto"] else "", study["models"],
+                      str(study["analysed"]), veto, study["models"],
                       str(study["sent"]), str(study["waiting"]), study["last_event"])
-    Console(width=200).print(table)
+    Console(width=max(200, Console().width)).print(table)
 
 
 def audit_show(study_uid: str, config: ConfigOption = None) -> None:
