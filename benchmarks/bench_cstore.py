@@ -32,12 +32,12 @@ from pydicom import dcmwrite
 from tqdm import tqdm
 
 from dermnode.contract import PatientMetadata
-from dermnode.local_processes import free_port, stop, wait_for_port
 from dermnode.dicom_templates.image_conversion import (
     SUPPORTED_SOP_CLASSES,
     SUPPORTED_TRANSFER_SYNTAXES,
     dicomize_image,
 )
+from dermnode.local_processes import free_port, stop, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 #: dcmtk leaves Nagle's algorithm on unless TCP_NODELAY is set, which costs ~90 ms per instance
