@@ -11,7 +11,8 @@ MODEL_NAMES = ("segmentation", "classifier", "bcc_sk")
 
 def check_settings(settings: Settings) -> list[str]:
     """Every problem found, one sentence each (an empty list when all is well)."""
-    return [*_check_home(settings), *_check_models(settings), *_check_database(settings), *_check_broker(settings)]
+    return [*_check_home(settings), *_check_models(settings), *_check_database(settings), *_check_broker(settings),
+            *_check_tls(settings)]
 
 
 def _check_home(settings: Settings) -> list[str]:
@@ -62,4 +63,17 @@ def _check_broker(settings: Settings) -> list[str]:
         redis.Redis.from_url(settings.broker_url, socket_timeout=3, socket_connect_timeout=3).ping()
     except (redis.RedisError, ValueError, OSError) as exc:
         return [f"broker {settings.broker_url!r} does not answer: {exc}"]
+    return []
+
+
+def _check_tls(settings: Settings) -> list[str]:
+    import ssl
+
+    from dermnode.node.tls import server_context
+
+    try:
+        server_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        return [f"DICOM TLS files cannot be used (certificate {settings.tls_certificate}, key "
+                f"{settings.tls_private_key}, CA {settings.tls_ca_certificates}): {exc}"]
     return []

@@ -25,6 +25,7 @@ from dermnode.dicom_templates.image_conversion import (
 from dermnode.node.audit import AuditStore
 from dermnode.node.settings import Settings
 from dermnode.node.spool import InvalidUID, Spool
+from dermnode.node.tls import server_context
 
 log = logging.getLogger("dermnode.receive")
 
@@ -132,7 +133,9 @@ def make_ae(settings: Settings) -> AE:
 def start_scp(settings: Settings, receiver: Receiver) -> ThreadedAssociationServer:
     """Start listening on settings.host:settings.port in background threads."""
     ae = make_ae(settings)
-    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=receiver.handlers)
-    log.info("%s listening on %s:%d (calling AEs allowed: %s)", settings.ae_title, settings.host, settings.port,
+    server = ae.start_server((settings.host, settings.port), block=False, evt_handlers=receiver.handlers,
+                             ssl_context=server_context(settings))
+    log.info("%s listening on %s:%d%s (calling AEs allowed: %s)", settings.ae_title, settings.host, settings.port,
+             " with TLS" if settings.tls_certificate else "",
              ", ".join(settings.allowed_calling_aes) or "any")
     return server

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     clip_pretrained: str | None = None
     queue: str = "dermnode"
     gpu_queue: str | None = None
+    #: DICOM TLS for the SCP: PEM certificate and key (TLS only when set); CA certificates to
+    #: require and verify client certificates (see tls.py).
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_ca_certificates: Path | None = None
     #: Seconds before Redis hands an unacknowledged study (its worker died) to another worker;
     #: None = one hour with an external broker, 120 s with the embedded queue's single worker.
     visibility_timeout: float | None = None
@@ -153,6 +158,10 @@ class Settings(BaseSettings):
             self.models_dir = self.models_dir.expanduser().absolute()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'dermnode.db'}"
+        if (self.tls_certificate is None) != (self.tls_private_key is None):
+            raise ValueError("DICOM TLS needs both tls_certificate and tls_private_key (PEM files), or neither")
+        if self.tls_ca_certificates is not None and self.tls_certificate is None:
+            raise ValueError("tls_ca_certificates is set but TLS is off: set tls_certificate and tls_private_key too")
         return self
 
     @classmethod
