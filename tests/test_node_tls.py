@@ -1,5 +1,6 @@
-"""DICOM TLS on the SCP: storescu over TLS with a client certificate is stored; plain TCP and a
-client without a trusted certificate are not; config check reports unusable TLS files."""
+"""DICOM TLS: storescu over TLS with a trusted client certificate is stored, plain TCP and an
+untrusted certificate are not; export reaches a TLS-only storescp only with tls_destinations;
+config check reports unusable TLS files."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import pytest
 from node_support import RecordingEnqueue, make_study, node_settings, running_node
-from peers import tool
+from peers import free_port, stop, tool, wait_for_port
+from pydicom import dcmread
 from typer.testing import CliRunner
 
 from dermnode.cli import app
+from dermnode.node.audit import AuditStore
+from dermnode.node.outbox import Dispatcher, Outbox
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -62,8 +66,6 @@ def test_scp_over_tls_requires_a_trusted_client_certificate(tmp_path, pki):
 
 
 def _sop(path: Path) -> str:
-    from pydicom import dcmread
-
     return dcmread(path, stop_before_pixels=True).SOPInstanceUID
 
 
@@ -76,3 +78,33 @@ def test_tls_settings_are_checked(tmp_path, pki, monkeypatch):
     result = CliRunner().invoke(app, ["config", "check"])
     assert result.exit_code != 0
     assert "DICOM TLS files cannot be used" in result.output
+
+
+def test_export_over_tls_verifies_the_destination(tmp_path, pki):
+    """With tls_destinations the outbox reaches a TLS-only storescp; without it, nothing is marked sent."""
+    port, received = free_port(), tmp_path / "received"
+    received.mkdir()
+    scp = subprocess.Popen(
+        [tool("storescp"), "+tls", str(pki / "server.key"), str(pki / "server.crt"), "+cf", str(pki / "ca.crt"),
+         "--aetitle", "TLSPACS", "--output-directory", str(received), "+xa", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=scp)
+        study_uid, files = make_study(tmp_path / "res", 1)
+        for tls_on in (False, True):
+            settings = node_settings(tmp_path / f"tls-{tls_on}", destinations=[f"TLSPACS@127.0.0.1:{port}"],
+                                     tls_destinations=tls_on, tls_ca_certificates=pki / "ca.crt",
+                                     tls_certificate=pki / "client.crt", tls_private_key=pki / "client.key")
+            audit = AuditStore(settings.database_url)
+            Outbox(settings, audit).put(study_uid, [dcmread(f) for f in files], f"key-{tls_on}")
+            assert Dispatcher(settings, audit).run_once() == (1 if tls_on else 0)
+            assert {row["state"] for row in audit.deliveries(study_uid)} == {"sent" if tls_on else "pending"}
+    finally:
+        stop(scp)
+    assert len(list(received.iterdir())) == 1
+
+
+def test_export_over_tls_needs_a_ca_to_verify_destinations(tmp_path):
+    with pytest.raises(ValueError, match="tls_destinations needs tls_ca_certificates"):
+        node_settings(tmp_path, tls_destinations=True)

@@ -69,10 +69,11 @@ def _check_broker(settings: Settings) -> list[str]:
 def _check_tls(settings: Settings) -> list[str]:
     import ssl
 
-    from dermnode.node.tls import server_context
+    from dermnode.node.tls import client_context, server_context
 
     try:
         server_context(settings)
+        client_context(settings)
     except (OSError, ssl.SSLError) as exc:
         return [f"DICOM TLS files cannot be used (certificate {settings.tls_certificate}, key "
                 f"{settings.tls_private_key}, CA {settings.tls_ca_certificates}): {exc}"]

@@ -28,6 +28,7 @@ from dermnode.node.schema import deliveries, study_keys, utcnow
 from dermnode.node.send import store_files
 from dermnode.node.settings import Settings, parse_destination
 from dermnode.node.spool import check_uid
+from dermnode.node.tls import client_context
 
 log = logging.getLogger("dermnode.outbox")
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -96,6 +97,7 @@ class Dispatcher:
         self.audit = audit
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tls = client_context(settings)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dermnode-dispatcher", daemon=True)
@@ -128,7 +130,7 @@ class Dispatcher:
         sent = 0
         for destination, rows in by_destination.items():
             outcomes = store_files([Path(row["path"]) for row in rows], parse_destination(destination),
-                                   calling_ae=self.settings.ae_title)
+                                   calling_ae=self.settings.ae_title, ssl_context=self._tls)
             by_path = {str(outcome.path): outcome for outcome in outcomes}
             for row in rows:
                 outcome = by_path[row["path"]]

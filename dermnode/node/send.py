@@ -7,13 +7,14 @@ status (0x0000) or a warning (0xB000, 0xB006, 0xB007: stored, per PS3.4).
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from dermnode.node.settings import Destination
@@ -73,8 +74,8 @@ def _contexts(headers: list[_Header]) -> list[tuple[UID, list[UID]]]:
 
 
 def store_files(files: Iterable[Path], destination: Destination, calling_ae: str = "DERMNODE",
-                timeout: float = 30.0) -> list[StoreOutcome]:
-    """C-STORE each file over one association; one outcome per file, in order."""
+                timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> list[StoreOutcome]:
+    """C-STORE each file over one association (over TLS with ``ssl_context``); one outcome per file."""
     outcomes: list[StoreOutcome] = []
     headers: list[_Header] = []
     for path in files:
@@ -88,7 +89,8 @@ def store_files(files: Iterable[Path], destination: Destination, calling_ae: str
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = timeout
     for sop_class, syntaxes in _contexts(headers):
         ae.add_requested_context(sop_class, syntaxes)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    tls_args = (ssl_context, destination.host) if ssl_context is not None else None
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         reason = f"association with {destination} {'rejected' if assoc.is_rejected else 'failed'}"
         return outcomes + [StoreOutcome(h.path, h.sop_instance_uid, error=reason) for h in headers]

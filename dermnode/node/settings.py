@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     tls_certificate: Path | None = None
     tls_private_key: Path | None = None
     tls_ca_certificates: Path | None = None
+    #: Export over TLS to every destination: verify them against tls_ca_certificates and present
+    #: tls_certificate as the client certificate when it is set.
+    tls_destinations: bool = False
     #: Seconds before Redis hands an unacknowledged study (its worker died) to another worker;
     #: None = one hour with an external broker, 120 s with the embedded queue's single worker.
     visibility_timeout: float | None = None
@@ -160,8 +163,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'dermnode.db'}"
         if (self.tls_certificate is None) != (self.tls_private_key is None):
             raise ValueError("DICOM TLS needs both tls_certificate and tls_private_key (PEM files), or neither")
-        if self.tls_ca_certificates is not None and self.tls_certificate is None:
-            raise ValueError("tls_ca_certificates is set but TLS is off: set tls_certificate and tls_private_key too")
+        if self.tls_destinations and self.tls_ca_certificates is None:
+            raise ValueError("tls_destinations needs tls_ca_certificates, to verify the destinations' certificates")
         return self
 
     @classmethod
