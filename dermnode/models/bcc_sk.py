@@ -21,6 +21,7 @@ from dermnode.models.bcc_sk_net import (
     build_clip,
 )
 from dermnode.models.classifier_data import square_image
+from dermnode.models.device import torch_device
 from dermnode.models.images import as_rgb
 from dermnode.models.model_card import STARTER_DIR, ModelCard
 
@@ -50,7 +51,7 @@ class BccSkModel:
         net = BccSkNet(build_clip(profile, pretrained=profile == "paper"), n_ctx=int(payload["n_ctx"]))
         state = {key: value.float() for key, value in payload["state"].items()}
         net.load_state_dict(state, strict=profile == "cpu")
-        return cls(net.float(), card, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(net.float(), card, str(torch_device(device)))
 
     def save(self, directory: Path, card: ModelCard) -> Path:
         """Write the weights (half precision; for ``paper`` only the context vectors and the probe,

@@ -28,6 +28,7 @@ from dermnode.models.classifier_net import (
     ClassifierConfig,
     FusionNet,
 )
+from dermnode.models.device import torch_device
 from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 
@@ -83,7 +84,7 @@ class FusionClassifier:
         payload = torch.load(directory / card.weights_file, map_location="cpu", weights_only=True)
         net = FusionNet(ClassifierConfig.from_dict(payload["config"]))
         net.load_state_dict({key: value.float() for key, value in payload["state"].items()})
-        return cls(net.float(), selection, card, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(net.float(), selection, card, str(torch_device(device)))
 
     def save(self, directory: Path, card: ModelCard) -> Path:
         """Write weights (half precision), feature selection and card into ``directory``."""

@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 
 from dermnode.contract import ModelIdentity
+from dermnode.models.device import torch_device
 from dermnode.models.images import as_rgb, resize_gray, resize_rgb
 from dermnode.models.model_card import STARTER_DIR, ModelCard
 from dermnode.models.segmentation_nets import Profile, build_network, normalise
@@ -79,7 +80,7 @@ class LesionSegmenter:
         directory = Path(path) if path is not None else STARTER
         card = ModelCard.load(directory)
         profile = Profile(**{**card.extra["profile"], "widths": tuple(card.extra["profile"]["widths"])})
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = torch_device(device)
         model = build_network(profile)
         state = torch.load(directory / card.weights_file, map_location="cpu", weights_only=True)
         model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})

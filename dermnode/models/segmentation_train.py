@@ -28,6 +28,7 @@ from dermnode.models.dataset_index import (
     load_records,
     split_by_image_id,
 )
+from dermnode.models.device import torch_device
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
 from dermnode.models.model_card import ModelCard
 from dermnode.models.segmentation_nets import (
@@ -185,7 +186,7 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
     profile = replace(profile, epochs=epochs or profile.epochs, input_size=input_size or profile.input_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch_device(device)
     split = Split.load(out) if resume and (out / "split.json").is_file() else split_by_image_id(data_dir)
     split.save(out)
     records = [r for r in load_records(data_dir) if r.mask_path is not None]
