@@ -110,7 +110,8 @@ def small_data_folder(root, records) -> None:
 
     with (root / "metadata.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "collection", "diagnosis", "folder_label", "age_approx", "sex", "anatom_site_general"])
+        writer.writerow(["image_id", "collection", "diagnosis", "folder_label", "age_approx", "sex", "anatom_site_general",
+                         "lesion_id", "diagnosis_confirmed_by"])
         for r in records:
             (root / r.collection / "images").mkdir(parents=True, exist_ok=True)
             (root / r.collection / "images" / r.image_path.name).symlink_to(r.image_path)
@@ -118,7 +119,8 @@ def small_data_folder(root, records) -> None:
                 (root / r.collection / "masks").mkdir(exist_ok=True)
                 (root / r.collection / "masks" / r.mask_path.name).symlink_to(r.mask_path)
             m = r.metadata
-            writer.writerow([r.image_id, r.collection, r.diagnosis, "", m.age or "", m.sex or "", m.anatomic_site or ""])
+            writer.writerow([r.image_id, r.collection, r.diagnosis, "", m.age or "", m.sex or "", m.anatomic_site or "",
+                             r.lesion_id or "", r.confirmed_by or ""])
 
 
 @pytest.mark.skipif(not (STARTER_DIR / "bcc_sk" / "model_card.json").is_file(), reason="no starter BCC/SK model yet")

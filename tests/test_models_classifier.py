@@ -41,8 +41,63 @@ def test_metadata_encoding_marks_missing_fields():
     empty = dict(zip(METADATA_FIELDS, encode_metadata(PatientMetadata())))
     assert empty["age_missing"] == empty["sex_missing"] == empty["site_missing"] == 1
     assert sum(empty.values()) == 3
-    odd = dict(zip(METADATA_FIELDS, encode_metadata(PatientMetadata(age=float("nan"), anatomic_site="knee"))))
-    assert odd["age_missing"] == 1 and odd["site_missing"] == 1
+    odd = dict(zip(METADATA_FIELDS, encode_metadata(PatientMetadata(age=float("nan"), anatomic_site="trunk"))))
+    assert odd["age_missing"] == 1 and odd["site_missing"] == 1  # "trunk" names no one ISIC site: missing
+
+
+@pytest.mark.parametrize(
+    ("site", "expected"),
+    [("lower limbs", "lower extremity"), ("Head Neck", "head/neck"), ("back", "posterior torso"),
+     ("acral", "palms/soles"), ("upper_extremity", "upper extremity"), ("head/neck", "head/neck"),
+     ("trunk", None), ("unknown", None), ("", None), (None, None)],
+)
+def test_sites_of_other_vocabularies_map_onto_isic_or_missing(site, expected):
+    from dermnode.models.classifier_data import normalise_site
+
+    assert normalise_site(site) == expected
+
+
+def test_metadata_dropout_hides_fields_with_their_missing_flags():
+    from dermnode.models.classifier_train import drop_metadata
+
+    full = torch.from_numpy(np.stack([encode_metadata(PatientMetadata(60, "female", "back"))] * 400))
+    dropped = drop_metadata(full, 0.3, torch.Generator().manual_seed(0))
+    named = {name: dropped[:, i] for i, name in enumerate(METADATA_FIELDS)}
+    hidden_age = named["age_missing"] == 1
+    assert 0.3 < hidden_age.float().mean() < 0.7 and (named["age"][hidden_age] == 0).all()
+    hidden_site = named["site_missing"] == 1
+    assert (named["site=posterior torso"][hidden_site] == 0).all() and (named["site=posterior torso"][~hidden_site] == 1).all()
+    assert ((named["age_missing"] + named["sex_missing"] + named["site_missing"]) == 3).float().mean() > 0.25
+    assert torch.equal(drop_metadata(full, 0.0, torch.Generator()), full)
+
+
+def test_temperature_scaling_softens_overconfident_logits():
+    from dermnode.models.classifier_train import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 8, (400,), generator=generator)
+    clean = torch.nn.functional.one_hot(labels, 8).float() * 2.0 + torch.randn(400, 8, generator=generator)
+    loud, plain = fit_temperature(clean * 5.0, labels), fit_temperature(clean, labels)
+    assert loud > 2.0  # overconfident logits get a large temperature
+    assert loud == pytest.approx(5.0 * plain, rel=0.05)  # the same calibrated probabilities
+
+
+def test_lesion_crop_and_colour_constancy():
+    from dermnode.models.classifier_data import lesion_box, prepare_pair, shades_of_gray
+
+    image = np.full((300, 400, 3), (200, 150, 120), np.uint8)  # a warm cast
+    mask = np.zeros((300, 400), bool)
+    mask[100:160, 200:260] = True
+    image[mask] = (90, 50, 40)
+    top, bottom, left, right = lesion_box(mask, mask.shape, 0.2)
+    assert bottom - top == right - left and top <= 100 and bottom >= 160 and left <= 200 and right >= 260
+    assert (bottom - top) < 120  # much tighter than the whole image
+    rgb, small = prepare_pair(image, mask, 64, colour_constancy=True, crop_margin=0.2)
+    assert rgb.shape == (64, 64, 3) and 0.3 < small.mean() < 0.7
+    background = shades_of_gray(image)[0, 0].astype(int)
+    assert max(background) - min(background) < 60  # the cast is mostly gone (was 80)
+    assert lesion_box(None, mask.shape, 0.2) == (0, 300, 0, 400)
+    assert lesion_box(mask, mask.shape, 0.0) == (0, 300, 0, 400)
 
 
 def test_square_inputs_accept_any_size_and_no_mask():

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as sk
 
 from dermnode.contract import CLASS_CODES, MALIGNANT_CODES
-from dermnode.validation.bootstrap import bootstrap_intervals
+from dermnode.models.metrics.bootstrap import bootstrap_intervals
 from dermnode.validation.cohort import Case
 from dermnode.validation.html_report import render_html
 from dermnode.validation.report import ReportOptions, build_report

@@ -27,10 +27,20 @@ SUBSET = typer.Option(
 )
 
 
-def _records(data: Path, weights_dir: Path, subset: str):
-    from dermnode.models.dataset_index import Split, load_records
+SOURCE = typer.Option(
+    None, "--source", help="only images of this source (ham10000 = every HAM10000 image, isic-8class, isic2018-task1): "
+    "the left-out source of a `train classifier --leave-out` run"
+)
 
-    records = load_records(data)
+
+def _records(data: Path, weights_dir: Path, subset: str, source: str | None = None):
+    from dermnode.models.dataset_index import Split, load_records, one_row_per_image
+
+    records = one_row_per_image(load_records(data))
+    if source is not None:
+        records = [r for r in records if r.source == source]
+        if not records:
+            raise typer.BadParameter(f"no image of source {source!r} in {data}")
     if subset == "all":
         return records
     if subset != "validation":
@@ -61,6 +71,13 @@ def _print(metrics: dict, keys: tuple[str, ...]) -> None:
     typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
 
 
+def _set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def train_classifier(
     data: Path = DATA,
     out: Path = typer.Option(..., "--out", help="weights directory to write"),
@@ -73,13 +90,20 @@ def train_classifier(
         "expert", "--masks", help="expert: the data's expert masks where present, else the starter segmenter's; "
         "predicted: the starter segmenter's mask for every image (as the node sees them)"
     ),
+    leave_out: str | None = typer.Option(
+        None, "--leave-out", help="leave this source (ham10000, isic-8class, isic2018-task1) and its lesions out of "
+        "training, to test on it with `evaluate classifier --source`"
+    ),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
     from dermnode.models.classifier_fit import train_classifier as run
     from dermnode.models.classifier_train import TrainSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    summary = run(data, out, profile, work, TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs), folds, masks)
+    _set_threads(threads)
+    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs)
+    summary = run(data, out, profile, work, settings, folds, masks, leave_out)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -90,19 +114,23 @@ def evaluate_classifier(
     subset: str = SUBSET,
     veto_threshold: float = typer.Option(DEFAULT_VETO_THRESHOLD, "--veto-threshold"),
     segment_all: bool = typer.Option(False, "--segment-all", help="segment every image, ignoring expert masks"),
+    source: str | None = SOURCE,
     record: bool = RECORD,
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Run segmentation -> radiomics -> classifier on a data folder and report metrics."""
     from dermnode.models.classifier import FusionClassifier
     from dermnode.models.classifier_eval import evaluate_classifier as run
     from dermnode.models.model_card import STARTER_DIR
 
+    _set_threads(threads)
     model = FusionClassifier.load(weights)
-    records = _records(data, weights or STARTER_DIR / "classifier", subset)
+    records = _records(data, weights or STARTER_DIR / "classifier", subset, source)
     metrics = run(model, records, out, veto_threshold=veto_threshold, segment_all=segment_all)
     if record:
-        _record(weights or STARTER_DIR / "classifier", data, subset + (", every image segmented" if segment_all else ""), metrics)
-    _print(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "balanced_accuracy", "ablation"))
+        what = subset + (f", source {source}" if source else "") + (", every image segmented" if segment_all else "")
+        _record(weights or STARTER_DIR / "classifier", data, what, metrics)
+    _print(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "headline", "by_source"))
 
 
 def train_bcc_sk(

@@ -22,7 +22,7 @@ from dermnode.contract import (
     PatientMetadata,
     malignancy_probability,
 )
-from dermnode.models.classifier_data import encode_metadata, square_image, square_mask
+from dermnode.models.classifier_data import encode_metadata, prepare_pair
 from dermnode.models.classifier_net import (
     ABLATION_VARIANTS,
     ClassifierConfig,
@@ -115,12 +115,14 @@ class FusionClassifier:
                 f"images ({n}), masks ({len(masks)}), metadata ({len(metadata)}) and radiomics "
                 f"({len(radiomics)}) must be equally many"
             )
-        size = self.net.config.image_size
+        config = self.net.config
         for image, mask in zip(images, masks):
             if mask is not None and np.shape(mask) != np.shape(image)[:2]:
                 raise ValueError(f"mask shape {np.shape(mask)} does not match image shape {np.shape(image)[:2]}")
-        rgb = np.stack([square_image(image, size) for image in images])
-        mask_array = np.stack([square_mask(mask, size) for mask in masks])
+        pairs = [prepare_pair(image, mask, config.image_size, config.colour_constancy, config.crop_margin)
+                 for image, mask in zip(images, masks)]
+        rgb = np.stack([pair[0] for pair in pairs])
+        mask_array = np.stack([pair[1] for pair in pairs])
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
         return (
             to(rgb).permute(0, 3, 1, 2).float() / 255.0,
@@ -141,7 +143,8 @@ class FusionClassifier:
         image's size or None; radiomics: the full pyradiomics dict or None)."""
         if len(images) == 0:
             return []
-        probabilities = torch.softmax(self.net(*self._inputs(images, masks, metadata, radiomics)), dim=1)
+        logits = self.net(*self._inputs(images, masks, metadata, radiomics)) / self.net.config.temperature
+        probabilities = torch.softmax(logits, dim=1)
         return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
 
     @torch.no_grad()
@@ -152,10 +155,12 @@ class FusionClassifier:
         metadata: Sequence[PatientMetadata],
         radiomics: Sequence[dict[str, float] | None],
     ) -> dict[str, np.ndarray]:
-        """Probability arrays (cases x classes) of the fused model ("fused") and of each ablation head."""
+        """Probability arrays (cases x classes) of the fused model ("fused", calibrated) and of each
+        ablation head (uncalibrated: they serve the ablation's AUROCs)."""
         rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
         features = self.net.image(rgb, mask)
-        out = {"fused": torch.softmax(self.net.head(features, meta, rad), dim=1).cpu().numpy()}
+        fused = self.net.head(features, meta, rad) / self.net.config.temperature
+        out = {"fused": torch.softmax(fused, dim=1).cpu().numpy()}
         for name in ABLATION_VARIANTS:
             logits = self.net.ablation_head(name)(features, meta, rad)
             out[name] = torch.softmax(logits, dim=1).cpu().numpy()

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES
+from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES, PatientMetadata
 from dermnode.models.classifier import FusionClassifier
 from dermnode.models.classifier_plots import plot_confusion, plot_roc
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb
+from dermnode.models.metrics.bootstrap import bootstrap_intervals
+from dermnode.models.metrics.calibration import expected_calibration_error
 from dermnode.models.metrics.classification import (
     balanced_accuracy,
     confusion_matrix,
@@ -29,6 +31,9 @@ from dermnode.models.metrics.classification import (
 )
 
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
+#: The fused model with every metadata field missing: how the image stands alone.
+NO_METADATA = "fused, no metadata"
+BCC, BKL = CLASS_CODES.index("BCC"), CLASS_CODES.index("BKL")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class ChainOutputs:
     labels: np.ndarray
     probabilities: dict[str, np.ndarray]  # variant -> cases x classes
     mask_sources: list[str]
+    image_sources: list[str] | None = None  # where each image was taken (ImageRecord.source)
 
 
 def run_chain(
@@ -73,10 +79,11 @@ def run_chain(
         ]
         radiomics = [extractor.extract(im, m).features if m is not None else None for im, m in zip(images, masks)]
         out = model.predict_variants(images, masks, [r.metadata for r in chunk], radiomics)
+        out[NO_METADATA] = model.predict_variants(images, masks, [PatientMetadata()] * len(chunk), radiomics)["fused"]
         for name, probs in out.items():
             variants.setdefault(name, []).append(probs)
     labels = np.array([CLASS_CODES.index(r.diagnosis) for r in records])
-    return ChainOutputs(labels, {k: np.concatenate(v) for k, v in variants.items()}, sources)
+    return ChainOutputs(labels, {k: np.concatenate(v) for k, v in variants.items()}, sources, [r.source for r in records])
 
 
 def _aurocs(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -86,6 +93,41 @@ def _aurocs(labels: np.ndarray, probs: np.ndarray) -> dict:
         "auroc_malignant": roc_auc(malignant, score) if has_both_classes(malignant) else None,
         "auroc_macro": one_vs_rest_auroc(labels, probs, CLASS_CODES)[1],
     }
+
+
+def headline(labels: np.ndarray, probs: np.ndarray, no_metadata: np.ndarray | None) -> dict[str, float | None]:
+    """The figures to steer by, for one set of cases (also what the bootstrap resamples)."""
+    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    score = probs[:, MALIGNANT_INDEX].sum(axis=1)
+    both = has_both_classes(malignant)
+    pair = np.isin(labels, [BCC, BKL])
+    bcc_vs_bkl = probs[pair, BCC] / np.maximum(probs[pair, BCC] + probs[pair, BKL], 1e-12)
+    out = {
+        "auroc_malignant": roc_auc(malignant, score) if both else None,
+        "balanced_accuracy": balanced_accuracy(labels, probs.argmax(axis=1)),
+        "ece_malignant": expected_calibration_error(malignant, np.clip(score, 0, 1)),
+        "auroc_bcc_vs_bkl": roc_auc((labels[pair] == BCC).astype(int), bcc_vs_bkl)
+        if has_both_classes((labels[pair] == BCC).astype(int)) else None,
+    }
+    if no_metadata is not None:
+        out["auroc_malignant_no_metadata"] = (
+            roc_auc(malignant, no_metadata[:, MALIGNANT_INDEX].sum(axis=1)) if both else None
+        )
+    return out
+
+
+def headline_with_intervals(
+    labels: np.ndarray, probs: np.ndarray, no_metadata: np.ndarray | None, resamples: int = 500
+) -> dict[str, dict]:
+    """Each headline figure with its 95 % percentile bootstrap interval over the cases."""
+    values = headline(labels, probs, no_metadata)
+    intervals = bootstrap_intervals(
+        lambda index: headline(labels[index], probs[index], None if no_metadata is None else no_metadata[index]),
+        list(values),
+        len(labels),
+        resamples=resamples,
+    )
+    return {name: {"value": value, "ci95": [intervals[name].low, intervals[name].high]} for name, value in values.items()}
 
 
 def classification_metrics(
@@ -129,6 +171,16 @@ def classification_metrics(
         }
         | {"image+metadata+radiomics (fine-tuned, shipped)": _aurocs(labels, probs)},
     }
+    no_metadata = outputs.probabilities.get(NO_METADATA)
+    metrics["headline"] = headline_with_intervals(labels, probs, no_metadata)
+    if outputs.image_sources is not None:
+        sources = np.array(outputs.image_sources)
+        metrics["by_source"] = {
+            source: {"n": int((sources == source).sum())}
+            | headline(labels[sources == source], probs[sources == source],
+                       None if no_metadata is None else no_metadata[sources == source])
+            for source in sorted(set(outputs.image_sources))
+        }
     return metrics
 
 

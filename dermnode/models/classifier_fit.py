@@ -1,9 +1,12 @@
 """`dermnode train classifier`: from a data folder to a weights directory with its model card.
 
-Masks (``masks="expert"``): the expert masks of the data folder where present (isic2018-task1),
-otherwise masks predicted by the starter segmenter (computed once and kept in the work directory);
-without a starter segmenter those images get no mask (an all-zero mask channel, no radiomics).
-``masks="predicted"`` uses the segmenter's mask for every image, as the node sees them.
+Data: every labelled image once (an image filed in two collections counts once), split by lesion
+(:func:`split_by_lesion`); with ``leave_out`` the images of that source (and of its lesions) are
+kept out entirely, for the leave-one-source-out evaluation. Masks (``masks="expert"``): the data
+folder's expert masks where present (isic2018-task1, ham10000), otherwise masks predicted by the
+starter segmenter (computed once and kept in the work directory); without a starter segmenter those
+images get no mask (an all-zero mask channel, no radiomics, no lesion crop). ``masks="predicted"``
+uses the segmenter's mask for every image, as the node sees them.
 """
 
 from __future__ import annotations
@@ -12,20 +15,19 @@ import json
 import logging
 from pathlib import Path
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from dermnode.contract import CLASS_CODES
+from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.classifier import NAME, FusionClassifier
-from dermnode.models.classifier_data import (
-    ClassifierCache,
-    load_or_build_cache,
-    square_mask,
-)
+from dermnode.models.classifier_data import ClassifierCache, build_cache, encode_metadata, expert_mask
 from dermnode.models.classifier_net import ABLATION_VARIANTS
 from dermnode.models.classifier_radiomics import extend_cache, record_key
 from dermnode.models.classifier_train import (
     TrainSettings,
+    fit_temperature,
     finetune_fused,
     head_probabilities,
     image_features,
@@ -33,7 +35,13 @@ from dermnode.models.classifier_train import (
     train_all_heads,
     train_image_branch,
 )
-from dermnode.models.dataset_index import ImageRecord, load_records, split_by_image_id
+from dermnode.models.dataset_index import (
+    ImageRecord,
+    leave_source_out,
+    load_records,
+    one_row_per_image,
+    split_by_lesion,
+)
 from dermnode.models.metrics.classification import (
     one_vs_rest_auroc,
     roc_auc,
@@ -104,7 +112,7 @@ def radiomics_rows(
     return torch.from_numpy(np.stack([radiomics_vector(selection, r) for r in raw])), raw
 
 
-def validation_summary(labels: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict:
+def validation_summary(labels: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict:  # noqa: D103
     """AUROCs of each variant (malignant-vs-benign by summed probability, and macro one-vs-rest)."""
     malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
     summary = {}
@@ -136,11 +144,32 @@ def fit(
     finetune_fused(net, train, rad_train, settings)
     val_features = image_features(net, val)[0]
     val_meta = torch.from_numpy(val.metadata)
+    no_meta = torch.from_numpy(np.stack([encode_metadata(PatientMetadata())] * len(val.labels)))
+    with torch.no_grad():
+        net.head.eval()
+        logits = net.head(val_features, val_meta, rad_val)
+    temperature = fit_temperature(logits, torch.from_numpy(val.labels))
+    net.config = replace(net.config, temperature=temperature)
     probabilities = {
         name: head_probabilities(net.ablation_head(name), val_features, val_meta, rad_val) for name in ABLATION_VARIANTS
     }
-    probabilities["fused"] = head_probabilities(net.head, val_features, val_meta, rad_val)
+    probabilities["fused"] = torch.softmax(logits / temperature, dim=1).numpy()
+    with torch.no_grad():
+        probabilities["fused, no metadata"] = torch.softmax(net.head(val_features, no_meta, rad_val) / temperature, 1).numpy()
     return net, probabilities
+
+
+def training_records(data_dir: Path, leave_out: str | None = None) -> list[ImageRecord]:
+    """Every labelled image of the data folder once, without the ``leave_out`` source and its lesions."""
+    records = one_row_per_image([r for r in load_records(data_dir) if r.diagnosis is not None])
+    return leave_source_out(records, leave_out)[0] if leave_out else records
+
+
+def _data_summary(records: list[ImageRecord]) -> str:
+    by_source: dict[str, int] = {}
+    for record in records:
+        by_source[record.source] = by_source.get(record.source, 0) + 1
+    return ", ".join(f"{source} {n}" for source, n in sorted(by_source.items()))
 
 
 def train_classifier(
@@ -151,25 +180,34 @@ def train_classifier(
     settings: TrainSettings,
     folds: int = 1,
     masks: str = "expert",
+    leave_out: str | None = None,
 ) -> dict:
-    """Train on the shared split's training part (optionally with k-fold cross-validation inside it),
-    choose per-class Youden thresholds on its validation part, and write weights + card to ``out_dir``."""
+    """Train on the lesion split's training part (optionally with k-fold cross-validation inside it),
+    fit the temperature and choose per-class Youden thresholds on its validation part, and write
+    weights + card to ``out_dir``."""
     data_dir, out_dir, work_dir = Path(data_dir), Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    split = split_by_image_id(data_dir)
-    records = [r for r in load_records(data_dir) if r.diagnosis is not None]
-    size = 224 if profile == "paper" else 128
-    cache = load_or_build_cache(data_dir, work_dir, size)
     if masks not in ("expert", "predicted"):
         raise ValueError(f"masks must be 'expert' or 'predicted', not {masks!r}")
+    records = training_records(data_dir, leave_out)
+    split = split_by_lesion(records=records)
     every = masks == "predicted"
     predicted = predicted_masks(records, work_dir, every=every)
-    cache.mask_source = cache.mask_source.astype("<U9")  # room for "predicted"
-    for row, key in enumerate(f"{c}/{i}" for c, i in zip(cache.collections, cache.image_ids)):
-        if every or cache.mask_source[row] != "expert":
-            mask = predicted.get(key)
-            cache.masks[row] = square_mask(mask, size)
-            cache.mask_source[row] = "none" if mask is None else "predicted"
+    config = new_network(profile, 9).config
+
+    def mask_for(record: ImageRecord) -> tuple[np.ndarray | None, str]:
+        if not every and record.mask_path is not None:
+            return expert_mask(record)
+        mask = predicted.get(record_key(record))
+        return mask, "none" if mask is None else "predicted"
+
+    cache_path = work_dir / f"cache_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
+    if cache_path.is_file():
+        cache = ClassifierCache.load(cache_path)
+    else:
+        cache = build_cache(records, config.image_size, mask_for=mask_for, colour_constancy=config.colour_constancy,
+                            crop_margin=config.crop_margin)
+        cache.save(cache_path)
     entries = extend_cache(
         work_dir / "radiomics.jsonl",
         records,
@@ -194,32 +232,39 @@ def train_classifier(
     summary = validation_summary(val.labels, probabilities)
     sources = {s: int((cache.mask_source == s).sum()) for s in ("expert", "predicted", "none")}
     segmenter = _segmenter_identity() if sources["predicted"] else "none"
+    left_out = f"; source {leave_out!r} and its lesions left out (leave-one-source-out run)" if leave_out else ""
     card = ModelCard(
         name=NAME,
-        version="0.1.0",
+        version="0.3.0",
         architecture=(
             f"fusion classifier, profile {profile}: "
             + ("ResNet-50" if profile == "paper" else "small ResNet (BasicBlocks, widths 32-64-128-256)")
-            + f" on RGB + lesion mask at {size} px; quantitative branch = metadata (age, sex, site with missing flags) "
-            f"early-fused with {len(selection.names)} selected radiomic features (+ missing flag) into 64 units; "
-            "late fusion through a 1024-wide layer into an 8-way softmax (NV MEL BCC BKL AK SCC DF VASC); "
-            "stage 1 image branch, stage 2 fused head on frozen features then end-to-end fine-tune; "
-            "cross-entropy weighted by (1/class frequency)^0.5"
+            + f" on RGB + lesion mask at {config.image_size} px"
+            + (", after Shades of Gray colour constancy" if config.colour_constancy else "")
+            + (f", cropped to the lesion with a {config.crop_margin:.0%} margin" if config.crop_margin else "")
+            + f"; quantitative branch = metadata (age, sex, site with missing flags; sites of other vocabularies "
+            f"mapped onto ISIC's, unknown = missing) early-fused with {len(selection.names)} selected radiomic "
+            "features (+ missing flag) into 64 units; late fusion through a 1024-wide layer into an 8-way softmax "
+            "(NV MEL BCC BKL AK SCC DF VASC), temperature-scaled; stage 1 image branch, stage 2 fused head on frozen "
+            "features then end-to-end fine-tune, metadata hidden at random (field-wise and all at once) so the "
+            "image stands alone; cross-entropy weighted by (1/class frequency)^0.5"
         ),
         profile=profile,
         weights_file="classifier.pt",
         training_data=(
-            f"{len(train.labels)} labelled training images of the data folder (both ISIC collections). Masks of "
-            f"the data folder's {len(cache.labels)} labelled images: expert masks where present ({sources['expert']}), "
-            f"otherwise predicted by the starter segmenter ({sources['predicted']}, {segmenter}); no lesion found "
-            f"({sources['none']}: empty mask channel, no radiomics)"
+            f"{len(train.labels)} labelled training images of the data folder ({_data_summary(records)} images in "
+            f"all{left_out}). Masks: expert masks where present ({sources['expert']}), otherwise predicted by the "
+            f"starter segmenter ({sources['predicted']}, {segmenter}); no lesion found ({sources['none']}: empty "
+            "mask channel, no radiomics, whole image)"
         ),
-        split=f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction} (split.json)",
+        split=split.describe(),
         metrics={"validation_from_cache": summary, "cross_validation": cross_validation},
         extra={
             "class_thresholds": thresholds,
             "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the fused model on the validation split",
             "veto": "malignant when P(MEL)+P(BCC)+P(AK)+P(SCC) >= the node's veto threshold (default 0.3)",
+            "temperature": net.config.temperature,
+            "left_out_source": leave_out,
             "settings": settings.__dict__,
         },
     )

@@ -31,13 +31,17 @@ class ClassifierConfig:
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     n_radiomics: int = 9
     dropout: float = 0.3
+    colour_constancy: bool = False  # Shades of Gray before anything else (see classifier_data.prepare_pair)
+    crop_margin: float = 0.0  # > 0: square crop around the lesion mask with this margin; 0: whole image
+    temperature: float = 1.0  # the fused logits are divided by it (fitted on validation)
 
     @classmethod
     def for_profile(cls, profile: str, n_radiomics: int = 9) -> ClassifierConfig:
+        robust = {"colour_constancy": True, "crop_margin": 0.2}
         if profile == "cpu":
-            return cls(profile="cpu", n_radiomics=n_radiomics)
+            return cls(profile="cpu", n_radiomics=n_radiomics, **robust)
         if profile == "paper":
-            return cls(profile="paper", image_size=224, widths=(), blocks=(), n_radiomics=n_radiomics)
+            return cls(profile="paper", image_size=224, widths=(), blocks=(), n_radiomics=n_radiomics, **robust)
         raise ValueError(f"unknown classifier profile {profile!r}: use 'cpu' or 'paper'")
 
     def as_dict(self) -> dict:

@@ -21,7 +21,7 @@ from torch import nn
 
 from dermnode.contract import CLASS_CODES
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
-from dermnode.models.classifier_data import ClassifierCache
+from dermnode.models.classifier_data import METADATA_FIELDS, ClassifierCache
 from dermnode.models.classifier_net import (
     ABLATION_VARIANTS,
     ClassifierConfig,
@@ -42,6 +42,7 @@ class TrainSettings:
     weight_decay: float = 5e-4
     mask_dropout: float = 0.3  # share of training images whose mask channel is blanked
     radiomics_dropout: float = 0.15  # share of training cases whose radiomics are marked missing
+    metadata_dropout: float = 0.3  # chance of hiding each metadata field (and of hiding all of them)
     seed: int = 0
 
 
@@ -62,7 +63,9 @@ def to_tensors(cache: ClassifierCache, index: np.ndarray, size: int) -> tuple[to
 
 
 def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, mask_dropout: float):
-    """Flips, a right-angle rotation, a random crop resized back, brightness/contrast jitter, mask dropout."""
+    """What other cameras and hands do to an image: flips, right-angle rotations, a random crop
+    resized back (scale), per-channel gains (white balance), brightness, contrast, gamma, blur and
+    a lower resolution; plus mask dropout."""
     n, _, size, _ = rgb.shape
     u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     flip = u(n) < 0.5
@@ -71,17 +74,67 @@ def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, m
     rgb[flip], mask[flip] = rgb[flip].flip(-2), mask[flip].flip(-2)
     k = int(u(1).item() * 4)
     rgb, mask = torch.rot90(rgb, k, (2, 3)), torch.rot90(mask, k, (2, 3))
-    crop = int(size * (0.75 + 0.25 * u(1).item()))
+    crop = int(size * (0.7 + 0.3 * u(1).item()))
     if crop < size:
         top, left = int(u(1).item() * (size - crop)), int(u(1).item() * (size - crop))
         rgb = F.interpolate(rgb[..., top : top + crop, left : left + crop], size=(size, size), mode="bilinear")
         mask = (F.interpolate(mask[..., top : top + crop, left : left + crop], size=(size, size)) >= 0.5).float()
+    rgb = rgb * (0.9 + 0.2 * u(n, 3, 1, 1))
     mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 0.8 + 0.4 * u(n, 1, 1, 1)
-    brightness = 0.85 + 0.3 * u(n, 1, 1, 1)
+    contrast = 0.75 + 0.5 * u(n, 1, 1, 1)
+    brightness = 0.8 + 0.4 * u(n, 1, 1, 1)
     rgb = ((rgb - mean) * contrast + mean * brightness).clamp(0, 1)
+    rgb = rgb ** torch.exp((u(n, 1, 1, 1) - 0.5) * 0.6)  # gamma 0.74..1.35
+    if u(1).item() < 0.3:
+        sigma = 0.4 + 0.8 * u(1).item()
+        kernel = torch.exp(-torch.arange(-2, 3, dtype=torch.float32) ** 2 / (2 * sigma**2))
+        kernel = (kernel / kernel.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
+        rgb = _blur(rgb, kernel)
+    if u(1).item() < 0.3:
+        low = int(size * (0.4 + 0.4 * u(1).item()))
+        rgb = F.interpolate(F.interpolate(rgb, size=(low, low), mode="area"), size=(size, size), mode="bilinear")
     mask = mask * (u(n, 1, 1, 1) >= mask_dropout).float()
-    return rgb, mask
+    return rgb.clamp(0, 1), mask
+
+
+def _blur(rgb: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable blur of N x 3 x S x S with a 3 x 1 x 1 x K kernel (edges replicated)."""
+    pad = kernel.shape[-1] // 2
+    rgb = F.conv2d(F.pad(rgb, (pad, pad, 0, 0), mode="replicate"), kernel, groups=3)
+    return F.conv2d(F.pad(rgb, (0, 0, pad, pad), mode="replicate"), kernel.transpose(2, 3), groups=3)
+
+
+#: Index ranges of the metadata vector's fields (value entries then their "missing" flag).
+_FIELDS = {"age": (slice(0, 1), 1), "sex": (slice(2, 4), 4), "site": (slice(5, len(METADATA_FIELDS) - 1), len(METADATA_FIELDS) - 1)}
+
+
+def drop_metadata(metadata: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Hide metadata at random, as a hospital's DICOM does: all fields for ``share`` of the cases,
+    and each field on its own for ``share`` of the others (values zeroed, missing flag set)."""
+    if share <= 0:
+        return metadata
+    metadata = metadata.clone()
+    everything = torch.rand(len(metadata), generator=generator) < share
+    for values, flag in _FIELDS.values():
+        hide = everything | (torch.rand(len(metadata), generator=generator) < share)
+        metadata[hide, values] = 0.0
+        metadata[hide, flag] = 1.0
+    return metadata
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the validation NLL of logits / T."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
 def _cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -169,7 +222,8 @@ def train_head(
             index = order[step * 128 : (step + 1) * 128]
             view = torch.randint(views, (len(index),), generator=generator)
             rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
-            logits = head(features[view, index], metadata[index], rad)
+            meta = drop_metadata(metadata[index], settings.metadata_dropout, generator)
+            logits = head(features[view, index], meta, rad)
             loss = F.cross_entropy(logits, labels[index], weight=weights, label_smoothing=0.05)
             optimizer.zero_grad()
             loss.backward()
@@ -220,9 +274,8 @@ def finetune_fused(
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
             rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
-            loss = F.cross_entropy(
-                net(rgb, mask, metadata[index], rad), labels[index], weight=weights, label_smoothing=0.05
-            )
+            meta = drop_metadata(metadata[index], settings.metadata_dropout, generator)
+            loss = F.cross_entropy(net(rgb, mask, meta, rad), labels[index], weight=weights, label_smoothing=0.05)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,8 +1,9 @@
-"""The data folder's index (metadata.csv) and the seeded train/validation split by image_id.
+"""The data folder's index (metadata.csv), the seeded train/validation splits and the image sources.
 
 A data folder is laid out like ../shared/data: ``metadata.csv`` plus ``<collection>/images`` and,
-where a collection has them, ``<collection>/masks/<image_id>_segmentation.png``. The same lesion can
-sit in two collections, so splits are drawn over image_ids, never over files.
+where a collection has them, ``<collection>/masks/<image_id>_segmentation.png``. The same image can
+sit in two collections and one lesion often has several images, so splits are drawn over lesions
+(``lesion_id``, else the image_id), never over files.
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ class ImageRecord:
     mask_path: Path | None
     diagnosis: str | None  # one of CLASS_CODES, or None when unknown
     metadata: PatientMetadata
+    lesion_id: str | None = None
+    confirmed_by: str | None = None
+
+    @property
+    def group(self) -> str:
+        """What a split keeps together: the lesion where known, else the image."""
+        return self.lesion_id or self.image_id
+
+    @property
+    def source(self) -> str:
+        """Where the image was taken: HAM10000 images (those with a ``HAM_`` lesion id) are one source
+        whichever collection files them; other images belong to their collection's source."""
+        return "ham10000" if (self.lesion_id or "").startswith("HAM_") else self.collection
 
 
 def _float_or_none(text: str) -> float | None:
@@ -68,6 +82,8 @@ def load_records(data_dir: Path, collection: str | None = None) -> list[ImageRec
                         sex=row.get("sex") or None,
                         anatomic_site=row.get("anatom_site_general") or None,
                     ),
+                    lesion_id=row.get("lesion_id") or None,
+                    confirmed_by=row.get("diagnosis_confirmed_by") or None,
                 )
             )
     return records
@@ -79,6 +95,7 @@ class Split:
     validation_fraction: float
     train_ids: tuple[str, ...]
     validation_ids: tuple[str, ...]
+    unit: str = "image"  # what was drawn: "image" ids or "lesion" ids (images of a lesion together)
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / SPLIT_FILE
@@ -91,7 +108,12 @@ class Split:
         if path.is_dir():
             path = path / SPLIT_FILE
         raw = json.loads(path.read_text())
-        return cls(raw["seed"], raw["validation_fraction"], tuple(raw["train_ids"]), tuple(raw["validation_ids"]))
+        return cls(raw["seed"], raw["validation_fraction"], tuple(raw["train_ids"]), tuple(raw["validation_ids"]),
+                   raw.get("unit", "image"))
+
+    def describe(self) -> str:
+        return (f"split_by_{self.unit} seed {self.seed}, validation fraction {self.validation_fraction} "
+                f"({len(self.train_ids)} train / {len(self.validation_ids)} validation image ids; split.json)")
 
     def train(self, records: list[ImageRecord]) -> list[ImageRecord]:
         ids = set(self.train_ids)
@@ -100,6 +122,51 @@ class Split:
     def validation(self, records: list[ImageRecord]) -> list[ImageRecord]:
         ids = set(self.validation_ids)
         return [r for r in records if r.image_id in ids]
+
+
+def split_by_lesion(
+    data_dir: Path | None = None,
+    seed: int = 20261203,
+    validation_fraction: float = 0.2,
+    records: list[ImageRecord] | None = None,
+) -> Split:
+    """A seeded split of the whole data folder (or ``records``) that keeps every lesion on one side.
+
+    Groups are lesion ids where the data has them, else image ids; an image filed in two collections
+    lands on one side with all images of its lesion. Every model trained on the folder shares it."""
+    records = load_records(data_dir) if records is None else records
+    group_of: dict[str, str] = {}
+    for record in records:  # an image seen with a lesion id anywhere belongs to that lesion everywhere
+        if record.lesion_id or record.image_id not in group_of:
+            group_of[record.image_id] = record.group
+    groups = sorted(set(group_of.values()))
+    order = np.random.default_rng(seed).permutation(len(groups))
+    val_groups = {groups[i] for i in order[: int(round(len(groups) * validation_fraction))]}
+    val = sorted(i for i, g in group_of.items() if g in val_groups)
+    train = sorted(i for i, g in group_of.items() if g not in val_groups)
+    return Split(seed, validation_fraction, tuple(train), tuple(val), "lesion")
+
+
+def one_row_per_image(records: list[ImageRecord]) -> list[ImageRecord]:
+    """The same image filed in two collections, once: the row with an expert mask, else the first."""
+    chosen: dict[str, ImageRecord] = {}
+    for record in records:
+        kept = chosen.get(record.image_id)
+        if kept is None or (kept.mask_path is None and record.mask_path is not None):
+            chosen[record.image_id] = record
+    return list(chosen.values())
+
+
+def leave_source_out(records: list[ImageRecord], source: str) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Training records from the other sources and test records from ``source`` (see
+    :attr:`ImageRecord.source`); images or lesions that appear in the test source never train."""
+    test = [r for r in records if r.source == source]
+    if not test:
+        known = sorted({r.source for r in records})
+        raise ValueError(f"no image of source {source!r} in the data: sources are {', '.join(known)}")
+    held_images, held_groups = {r.image_id for r in test}, {r.group for r in test}
+    train = [r for r in records if r.source != source and r.image_id not in held_images and r.group not in held_groups]
+    return train, test
 
 
 def split_by_image_id(data_dir: Path, seed: int = 20261122, validation_fraction: float = 0.2) -> Split:

@@ -33,7 +33,7 @@ from dermnode.models.metrics.classification import (
     roc_curve,
     youden_threshold,
 )
-from dermnode.validation.bootstrap import bootstrap_intervals
+from dermnode.models.metrics.bootstrap import bootstrap_intervals
 from dermnode.validation.cohort import Case
 
 MALIGNANT = "malignant"
