@@ -29,6 +29,7 @@ from dermnode.models.classifier_net import (
     FusionNet,
 )
 from dermnode.models.device import torch_device
+from dermnode.models.input_gate import FeatureGate
 from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 
@@ -52,11 +53,15 @@ def radiomics_vector(selection: FeatureSelection, features: dict[str, float] | N
 class FusionClassifier:
     """Predicts probabilities over CLASS_CODES; see :func:`is_malignant` for the veto."""
 
-    def __init__(self, net: FusionNet, selection: FeatureSelection, card: ModelCard, device: str = "cpu") -> None:
+    def __init__(
+        self, net: FusionNet, selection: FeatureSelection, card: ModelCard, device: str = "cpu",
+        gate: FeatureGate | None = None,
+    ) -> None:
         self.net = net.to(device).eval()
         self.selection = selection
         self.card = card
         self.device = device
+        self.gate = gate  # refuses images whose features are unlike the training images' (None: no check)
 
     @property
     def identity(self) -> ModelIdentity:
@@ -84,7 +89,8 @@ class FusionClassifier:
         payload = torch.load(directory / card.weights_file, map_location="cpu", weights_only=True)
         net = FusionNet(ClassifierConfig.from_dict(payload["config"]))
         net.load_state_dict({key: value.float() for key, value in payload["state"].items()})
-        return cls(net.float(), selection, card, str(torch_device(device)))
+        gate = FeatureGate.from_payload(payload["gate"]) if "gate" in payload else None
+        return cls(net.float(), selection, card, str(torch_device(device)), gate)
 
     def save(self, directory: Path, card: ModelCard) -> Path:
         """Write weights (half precision), feature selection and card into ``directory``."""
@@ -94,6 +100,8 @@ class FusionClassifier:
             "config": self.net.config.as_dict(),
             "state": {k: v.detach().cpu().half() for k, v in self.net.state_dict().items()},
         }
+        if self.gate is not None:
+            payload["gate"] = self.gate.as_payload()
         torch.save(payload, directory / WEIGHTS_FILE)
         self.selection.save(directory / SELECTION_FILE)
         card.weights_file = WEIGHTS_FILE
@@ -146,6 +154,18 @@ class FusionClassifier:
         logits = self.net(*self._inputs(images, masks, metadata, radiomics)) / self.net.config.temperature
         probabilities = torch.softmax(logits, dim=1)
         return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
+
+    @torch.no_grad()
+    def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
+        """The image branch's features (cases x F) of the classifier's view of each image."""
+        rgb, mask, _, _ = self._inputs(images, masks, [PatientMetadata()] * len(images), [None] * len(images))
+        return self.net.image(rgb, mask).cpu().numpy()
+
+    def atypical(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> list[str | None]:
+        """For each image, why it does not look like dermoscopy to this model ("not analysable: ..."), or None."""
+        if self.gate is None or len(images) == 0:
+            return [None] * len(images)
+        return self.gate.problems(self.image_features(images, masks))
 
     @torch.no_grad()
     def predict_variants(

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from dermnode.models.dataset_index import (
     one_row_per_image,
     split_by_lesion,
 )
+from dermnode.models.input_gate import FeatureGate
 from dermnode.models.metrics.classification import (
     one_vs_rest_auroc,
     roc_auc,
@@ -268,10 +268,23 @@ def train_classifier(
             "settings": settings.__dict__,
         },
     )
-    FusionClassifier(net, selection, card).save(out_dir, card)
+    gate = fit_feature_gate(net, train, val)
+    card.extra["input_gate"] = gate_note(gate)
+    FusionClassifier(net, selection, card, gate=gate).save(out_dir, card)
     split.save(out_dir)
     (work_dir / "validation_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def fit_feature_gate(net, train: ClassifierCache, val: ClassifierCache, quantile: float = 0.995) -> FeatureGate:
+    """The input gate's feature statistics from the (plain, unaugmented) training and validation images."""
+    return FeatureGate.fit(image_features(net, train)[0].numpy(), image_features(net, val)[0].numpy(), quantile)
+
+
+def gate_note(gate: FeatureGate, quantile: float = 0.995) -> str:
+    return (f"Mahalanobis distance of the image branch's {len(gate.mean)} features to the training images' "
+            f"(Ledoit-Wolf covariance); refused above {gate.threshold:.2f}, the {quantile:.1%} quantile of the "
+            "validation images' distances")
 
 
 def cross_validate(

@@ -1,0 +1,61 @@
+"""The input gate: greyscale, blank, over-exposed, tiny and very blurred images are not analysable;
+real dermoscopy passes. Real photographs that are not skin come from scikit-image's samples."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from dermnode.models.dataset_index import load_records, one_row_per_image
+from dermnode.models.images import load_rgb
+from dermnode.models.input_gate import FeatureGate, image_problem
+from peers import shared_data
+
+skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) provides the sample photographs")
+
+
+@pytest.fixture(scope="module")
+def dermoscopy():
+    records = one_row_per_image(load_records(shared_data()))
+    return [load_rgb(r.image_path) for r in random.Random(7).sample(records, 300)]
+
+
+@pytest.mark.parametrize("name", ["camera", "coins", "moon", "brick", "gravel", "page", "text"])
+def test_greyscale_photographs_are_not_analysable(name):
+    image = getattr(skimage_data, name)()
+    assert "greyscale" in image_problem(image)
+    assert "greyscale" in image_problem(np.repeat(image[..., None], 3, axis=2))  # grey stored as RGB
+
+
+def test_greyscale_conversion_of_real_dermoscopy_is_refused(dermoscopy):
+    grey = (np.asarray(dermoscopy[0], np.float32) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    assert image_problem(np.repeat(grey[..., None], 3, axis=2)).startswith("not analysable: greyscale")
+
+
+def test_blank_dark_overexposed_tiny_and_blurred_frames_are_refused(dermoscopy):
+    assert "blank" in image_problem(np.full((300, 300, 3), (180, 120, 100), np.uint8))
+    assert "dark" in image_problem(np.random.default_rng(0).integers(0, 20, (300, 300, 3)).astype(np.uint8))
+    assert "over-exposed" in image_problem(np.clip(dermoscopy[1].astype(int) + 250, 0, 255).astype(np.uint8))
+    assert "too small" in image_problem(dermoscopy[2][:40, :40])
+    sigma = 0.04 * min(dermoscopy[3].shape[:2])  # 4 % of the side: a lesion out of focus
+    blurred = np.stack([ndimage.gaussian_filter(dermoscopy[3][..., c].astype(float), sigma) for c in range(3)], -1)
+    assert "blurred" in image_problem(blurred.astype(np.uint8))
+
+
+def test_real_dermoscopy_passes_the_pixel_checks(dermoscopy):
+    refused = [image_problem(image) for image in dermoscopy]
+    assert sum(r is not None for r in refused) <= 3, [r for r in refused if r]  # at most 1 % of 300
+
+
+def test_feature_gate_refuses_far_features_and_keeps_near_ones():
+    rng = np.random.default_rng(0)
+    train, validation = rng.normal(size=(500, 16)), rng.normal(size=(200, 16))
+    gate = FeatureGate.fit(train, validation, quantile=0.99)
+    assert sum(p is not None for p in gate.problems(validation)) <= 3
+    far = gate.problems(rng.normal(loc=3.0, size=(20, 16)))
+    assert all(p and p.startswith("not analysable: does not look like") for p in far)
+    again = FeatureGate.from_payload(gate.as_payload())
+    assert np.allclose(again.distances(validation), gate.distances(validation), rtol=1e-4)
