@@ -27,6 +27,8 @@ from dermnode.models.model_card import STARTER_DIR, ModelCard
 
 NAME = BCC_SK_MODEL  # as the model card and ModelIdentity carry it
 WEIGHTS_FILE = "bcc_sk.pt"
+#: The data's diagnoses on each side: BKL (benign keratosis) stands in for seborrheic keratosis.
+POSITIVE, NEGATIVE = "BCC", "BKL"
 
 
 class BccSkModel:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dermnode.models.bcc_sk import BccSkModel
-from dermnode.models.bcc_sk_train import NEGATIVE, POSITIVE
+from dermnode.models.bcc_sk import NEGATIVE, POSITIVE, BccSkModel
 from dermnode.models.classifier_plots import plot_confusion, plot_roc
-from dermnode.models.dataset_index import ImageRecord, Split, load_records
+from dermnode.models.dataset_index import ImageRecord, Split, load_records, one_row_per_image
 from dermnode.models.images import load_rgb
 from dermnode.models.metrics.classification import (
     confusion_matrix,
@@ -23,7 +22,7 @@ from dermnode.models.metrics.classification import (
 
 def evaluation_records(data_dir: Path, split: Split | None) -> list[ImageRecord]:
     """BCC and BKL records of the data folder (the split's validation part when a split is given)."""
-    records = load_records(Path(data_dir))
+    records = one_row_per_image(load_records(Path(data_dir)))
     if split is not None:
         records = split.validation(records)
     return [r for r in records if r.diagnosis in (POSITIVE, NEGATIVE)]

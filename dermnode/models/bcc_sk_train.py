@@ -21,13 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from dermnode.contract import CLASS_CODES
-from dermnode.models.bcc_sk_net import BccSkNet
+from dermnode.models.bcc_sk import NAME, NEGATIVE, POSITIVE, BccSkModel
+from dermnode.models.bcc_sk_eval import evaluate_bcc_sk, evaluation_records
+from dermnode.models.bcc_sk_net import CPU_CLIP_CONFIG, PAPER_MODEL, BccSkNet, build_clip, pretrained_path
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
-from dermnode.models.classifier_data import ClassifierCache
+from dermnode.models.classifier_data import ClassifierCache, build_cache
 from dermnode.models.classifier_train import augment, to_tensors
+from dermnode.models.dataset_index import leave_source_out, load_records, one_row_per_image, split_by_lesion
+from dermnode.models.model_card import ModelCard
 
 log = logging.getLogger(__name__)
-POSITIVE, NEGATIVE = "BCC", "BKL"
 
 
 @dataclass
@@ -153,25 +156,24 @@ def bcc_probabilities(net: BccSkNet, cache: ClassifierCache) -> np.ndarray:
     return (0.5 * (coop + probe)).numpy()
 
 
-def train_bcc_sk(data_dir: Path, out_dir: Path, profile: str, work_dir: Path, settings: BccSkSettings) -> dict:
-    """Train on the shared split's training part, evaluate on its validation part, write weights + card."""
-    from dermnode.models.bcc_sk import NAME, BccSkModel
-    from dermnode.models.bcc_sk_eval import evaluate_bcc_sk, evaluation_records
-    from dermnode.models.bcc_sk_net import (
-        CPU_CLIP_CONFIG,
-        PAPER_MODEL,
-        build_clip,
-        pretrained_path,
-    )
-    from dermnode.models.classifier_data import load_or_build_cache
-    from dermnode.models.dataset_index import split_by_image_id
-    from dermnode.models.model_card import ModelCard
-
+def train_bcc_sk(
+    data_dir: Path, out_dir: Path, profile: str, work_dir: Path, settings: BccSkSettings, leave_out: str | None = None
+) -> dict:
+    """Train on the lesion split's training part of every BCC and BKL image (without the ``leave_out``
+    source and its lesions), evaluate on its validation part, write weights + card."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    split = split_by_image_id(Path(data_dir))
+    records = one_row_per_image([r for r in load_records(Path(data_dir)) if r.diagnosis in (POSITIVE, NEGATIVE)])
+    if leave_out:
+        records = leave_source_out(records, leave_out)[0]
+    split = split_by_lesion(records=records)
     net = BccSkNet(build_clip(profile))
-    cache = load_or_build_cache(Path(data_dir), work_dir, net.image_size)
+    cache_path = work_dir / f"bcc_bkl_{net.image_size}{'_without_' + leave_out if leave_out else ''}.npz"
+    if cache_path.is_file():
+        cache = ClassifierCache.load(cache_path)
+    else:
+        cache = build_cache(records, net.image_size)
+        cache.save(cache_path)
     train, targets = bcc_sk_subset(cache.subset(np.flatnonzero(np.isin(cache.image_ids, split.train_ids))))
     if profile == "cpu":
         train_encoders(net, train, targets, settings, work_dir)
@@ -197,10 +199,11 @@ def train_bcc_sk(data_dir: Path, out_dir: Path, profile: str, work_dir: Path, se
         weights_file="bcc_sk.pt",
         training_data=(
             f"{len(targets)} training images ({int((targets == 0).sum())} BCC, {int((targets == 1).sum())} BKL) "
-            "of both ISIC collections in the data folder; BKL (benign keratosis) stands in for seborrheic "
-            "keratosis since the data has no separate SK label"
+            "of the data folder's collections (each image once)"
+            + (f", source {leave_out!r} and its lesions left out" if leave_out else "")
+            + "; BKL (benign keratosis) stands in for seborrheic keratosis since the data has no separate SK label"
         ),
-        split=f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction} (split.json)",
+        split=split.describe(),
         extra={"encoders": encoders, "settings": settings.__dict__, "input_size": net.image_size},
     )
     model = BccSkModel(net, card)

@@ -1,6 +1,6 @@
-"""`dermnode train classifier|bcc-sk` and `dermnode evaluate classifier|bcc-sk`.
+"""`dermnode train classifier|bcc-sk` and `dermnode evaluate classifier|bcc-sk|gate`.
 
-Importing this module adds the commands to the `train` and `evaluate` sub-apps of
+:func:`register` adds the commands to the `train` and `evaluate` sub-apps of
 :mod:`dermnode.models.cli`. Heavy libraries (torch, open_clip, pyradiomics) load inside the
 command functions.
 """
@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from dermnode.contract import DEFAULT_VETO_THRESHOLD
-from dermnode.models.cli import evaluate_app, train_app
 
 DATA = typer.Option(..., "--data", help="data folder laid out like ../shared/data (metadata.csv, <collection>/images)")
 PROFILE = typer.Option("cpu", "--profile", help="cpu (small model, trains on a CPU) or paper (the seed paper's sizes, GPU hosts)")
@@ -140,14 +139,18 @@ def train_bcc_sk(
     work: Path = typer.Option(Path("runs/bcc_sk"), "--work", help="caches and checkpoints (resumed when present)"),
     encoder_epochs: int = typer.Option(24, "--encoder-epochs", help="cpu profile: epochs training the encoders"),
     coop_epochs: int = typer.Option(40, "--coop-epochs", help="epochs of CoOp context + probe"),
+    leave_out: str | None = typer.Option(None, "--leave-out", help="leave this source and its lesions out of training"),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Train the BCC-versus-SK CLIP model (CoOp + linear probe) and write weights + model card."""
     from dermnode.models.bcc_sk_train import BccSkSettings
     from dermnode.models.bcc_sk_train import train_bcc_sk as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    _set_threads(threads)
     try:
-        metrics = run(data, out, profile, work, BccSkSettings(encoder_epochs=encoder_epochs, coop_epochs=coop_epochs))
+        settings = BccSkSettings(encoder_epochs=encoder_epochs, coop_epochs=coop_epochs)
+        metrics = run(data, out, profile, work, settings, leave_out)
     except FileNotFoundError as error:
         raise typer.BadParameter(str(error)) from error
     _print(metrics, ("n", "auroc", "sensitivity", "specificity"))
@@ -158,6 +161,7 @@ def evaluate_bcc_sk(
     out: Path = typer.Option(..., "--out", help="report folder: metrics.json, ROC and confusion plots"),
     weights: Path | None = WEIGHTS,
     subset: str = SUBSET,
+    source: str | None = SOURCE,
     record: bool = RECORD,
 ) -> None:
     """Evaluate the BCC-versus-SK model on the BCC and BKL images of a data folder."""
@@ -169,7 +173,7 @@ def evaluate_bcc_sk(
         model = BccSkModel.load(weights)
     except FileNotFoundError as error:
         raise typer.BadParameter(str(error)) from error
-    records = [r for r in _records(data, weights or STARTER_DIR / "bcc_sk", subset) if r.diagnosis in (POSITIVE, NEGATIVE)]
+    records = [r for r in _records(data, weights or STARTER_DIR / "bcc_sk", subset, source) if r.diagnosis in (POSITIVE, NEGATIVE)]
     metrics = evaluate_bcc_sk(model, records, out)
     if record:
         _record(weights or STARTER_DIR / "bcc_sk", data, subset, metrics)
@@ -213,8 +217,10 @@ def evaluate_gate(
     typer.echo(json.dumps(report, indent=2))
 
 
-train_app.command("classifier")(train_classifier)
-train_app.command("bcc-sk")(train_bcc_sk)
-evaluate_app.command("classifier")(evaluate_classifier)
-evaluate_app.command("bcc-sk")(evaluate_bcc_sk)
-evaluate_app.command("gate")(evaluate_gate)
+def register(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Add the classifier, BCC/SK and input-gate commands to `dermnode train` / `dermnode evaluate`."""
+    train_app.command("classifier")(train_classifier)
+    train_app.command("bcc-sk")(train_bcc_sk)
+    evaluate_app.command("classifier")(evaluate_classifier)
+    evaluate_app.command("bcc-sk")(evaluate_bcc_sk)
+    evaluate_app.command("gate")(evaluate_gate)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from dermnode.models import classification_commands
+
 train_app = typer.Typer(help="Train a model on a data folder laid out like ../shared/data.", no_args_is_help=True)
 evaluate_app = typer.Typer(help="Evaluate a model on a data folder; writes metrics.json and plots.", no_args_is_help=True)
 
@@ -79,6 +81,6 @@ def evaluate_segmentation(
 
 def register(app: typer.Typer) -> None:
     """Add this room's commands (and sub-apps) to the main app."""
-    from dermnode.models import classification_commands  # noqa: F401  (adds the classifier and bcc-sk commands)
+    classification_commands.register(train_app, evaluate_app)
     app.add_typer(train_app, name="train")
     app.add_typer(evaluate_app, name="evaluate")
