@@ -70,9 +70,10 @@ def _fill(store: AuditStore) -> None:
     store.record("queued", "1.2.3", idempotency_key="k", task_id="t1")
     header = {"study_uid": "1.2.3", "series_uid": "1.2.3.9", "sop_instance_uid": "1.2.3.1", "accession_number": "A1",
               "patient_id": "P1", "age": 55.0, "sex": "female", "anatomic_site": "anterior torso"}
-    store.record_analysis(header, _analysis(veto=True), {"seg_sop_uid": "9.1", "sr_sop_uid": "9.2", "kos_sop_uid": "9.3"})
+    store.record_analysis(header, _analysis(veto=True), {"seg_sop_uid": "9.1", "sr_sop_uid": "9.2", "kos_sop_uid": "9.3"},
+                          idempotency_key="k")
     header2 = dict(header, sop_instance_uid="1.2.3.2")
-    store.record_analysis(header2, _analysis(veto=False), {"seg": "9.4", "sr": "9.5", "kos": None})
+    store.record_analysis(header2, _analysis(veto=False), {"seg": "9.4", "sr": "9.5", "kos": None}, idempotency_key="k")
     rows = [{"study_uid": "1.2.3", "sop_instance_uid": uid, "sop_class_uid": "1.2", "path": "/x", "destination": dest,
              "state": "sent", "attempts": 1, "next_try_at": 0.0} for uid in ("9.1", "9.2", "9.3") for dest in ("PACS@h:1",)]
     rows.append({**rows[0], "sop_instance_uid": "9.4"})

@@ -164,7 +164,7 @@ def _process(settings: Settings, study_uid: str, idempotency_key: str, audit, ou
             uids = _stored_uids(audit, study_uid, idempotency_key, datasets) or uids
         for source, analysis, where in zip(sources, analyses, positions):
             audit.record_analysis(source_header(source.dataset, source.metadata), analysis,
-                                  {f"{kind}_sop_uid": uids[i] for kind, i in where.items()})
+                                  {f"{kind}_sop_uid": uids[i] for kind, i in where.items()}, idempotency_key=idempotency_key)
     except Exception as error:
         audit.record("failed", study_uid=study_uid, idempotency_key=idempotency_key,
                      reason=f"{type(error).__name__}: {error}")
