@@ -109,9 +109,12 @@ def analyse(analyzer: Analyzer, sources: list[Source]) -> list[LesionAnalysis]:
     """One analysis per source: the decoded images in batches (one by one if a batch raises)."""
     images = [source.image for source in sources if source.image is not None]
     try:
-        done = iter(analyzer.analyze(images))
+        analyses = analyzer.analyze(images)
+        if len(analyses) != len(images):
+            raise RuntimeError(f"{len(analyses)} analyses for {len(images)} images")
     except Exception:  # noqa: BLE001 - find the image that broke the batch
-        done = iter([_analyse_one(analyzer, image) for image in images])
+        analyses = [_analyse_one(analyzer, image) for image in images]
+    done = iter(analyses)
     return [next(done) if source.image is not None else analyzer.failed(source.failure) for source in sources]
 
 

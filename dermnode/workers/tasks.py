@@ -7,8 +7,10 @@ the study's images that have no analysed row yet, and stores each image's result
 key (study.py). ``analysis:<key>`` marks a key whose images all have results.
 
 Transient errors (``TRANSIENT_ERRORS``: the database unreachable or locked, a disk error such as
-EIO or ENOSPC while reading the spool or writing the outbox) are retried with exponential back-off
-and jitter, at most ``MAX_RETRIES`` times; images finished before the error are not redone.
+EIO or ENOSPC while reading the spool or writing the outbox, a study folder not visible yet) are
+retried with exponential back-off and jitter, at most ``MAX_RETRIES`` times; images finished
+before the error are not redone. After the last retry the task fails; the study still owes
+results in the database, where the reconciler finds it.
 Problems of one image (unreadable, undecodable, odd header, encoding) are not errors of the task:
 the image gets a failed SR and an audit row.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import shared_task
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -28,6 +30,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from dermnode.node.settings import Settings
 from dermnode.workers.celery_app import ANALYSE_TASK, analysis_queue, celery_for
 from dermnode.workers.pipeline import Analyzer
+
+if TYPE_CHECKING:
+    from dermnode.node.audit import AuditStore
+    from dermnode.node.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +86,12 @@ def describe_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-def process_study(settings: Settings, study_uid: str, idempotency_key: str, audit=None, outbox=None) -> dict[str, Any]:
-    """Analyse the study's images that have no results yet and queue their results for export."""
+def process_study(settings: Settings, study_uid: str, idempotency_key: str, audit: AuditStore | None = None,
+                  outbox: Outbox | None = None) -> dict[str, Any]:
+    """Analyse the study's images that have no results yet and queue their results for export.
+
+    Errors of the task (not of one image) are audited as ``error`` events, marked transient when
+    the Celery task retries them, and raised."""
     from dermnode.node.audit import AuditStore
     from dermnode.node.outbox import Outbox
     from dermnode.workers.study import process
