@@ -105,6 +105,16 @@ def test_events_studies_and_cohort_rows(store: AuditStore) -> None:
     assert first["age"] == 55.0 and first["sex"] == "female"
 
 
+def test_one_analysed_row_per_image(store: AuditStore) -> None:
+    header = {"study_uid": "1.2.3", "sop_instance_uid": "1.2.3.1"}
+    assert store.record_analysis(header, _analysis(veto=False), {}, idempotency_key="k1") is True
+    assert store.record_analysis(header, _analysis(veto=True), {}, idempotency_key="k1") is False, "redelivered"
+    assert store.record_analysis(header, _analysis(veto=True), {}, idempotency_key="k2") is False, "a later key"
+    assert [row["veto"] for row in store.analysed_rows()] == [False]
+    assert len(store.events("1.2.3", kind="analysed")) == 1
+    assert store.analysed_images("1.2.3") == {"1.2.3.1"} and store.analysed_images("9.9") == set()
+
+
 def test_idempotency_keys(store: AuditStore) -> None:
     assert store.claim_key("enqueue:k1", "1.2") is True
     assert store.claim_key("enqueue:k1", "1.2") is True, "a claim that never finished may be retried"

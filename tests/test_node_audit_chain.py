@@ -100,6 +100,14 @@ def test_hmac_signed_chain_needs_the_key(tmp_path: Path, monkeypatch: pytest.Mon
     assert wrong.exit_code == 1 and "broken at event 1" in wrong.output
 
 
+def test_events_written_without_the_key_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'dermnode.db'}"
+    _events(AuditStore(url, hmac_key="secret"), 2)
+    _events(AuditStore(url), 1)
+    result = _verify(tmp_path, monkeypatch, key="secret")
+    assert result.exit_code == 0 and "1 events carry a plain SHA-256 link" in result.output
+
+
 def test_config_check_does_not_print_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DERMNODE_HOME", str(tmp_path))
     monkeypatch.setenv("DERMNODE_AUDIT_HMAC_KEY", "do-not-print-me")

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from dermnode.node import outbox as outbox_module
 from dermnode.node.assemble import idempotency_key
-from dermnode.node.audit import AuditStore, source_header
+from dermnode.node.audit import AuditStore
 from dermnode.node.schema import study_keys
 from dermnode.node.settings import load_settings
 from dermnode.workers import tasks
@@ -82,16 +82,6 @@ def test_a_redelivered_task_adds_no_row(node, tmp_path: Path) -> None:
     assert tasks.process_study(settings, study_uid, key, audit=audit) == {"study_uid": study_uid, "skipped": True}
     assert analyzer.calls == 1
     assert len(audit.analysed_rows()) == 2 and len(audit.events(study_uid, kind="analysed")) == 2
-
-
-def test_the_analysed_row_is_written_once_per_image(node, tmp_path: Path) -> None:
-    settings, analyzer, audit = node
-    (ds,) = spool_study(settings, tmp_path / "src", generate_uid(), [None])
-    analysis = analyzer.failed("test")
-    assert audit.record_analysis(source_header(ds), analysis, {}, idempotency_key="k1") is True
-    assert audit.record_analysis(source_header(ds), analysis, {}, idempotency_key="k1") is False
-    assert audit.record_analysis(source_header(ds), analysis, {}, idempotency_key="k2") is False
-    assert len(audit.analysed_rows()) == 1 and len(audit.events(kind="analysed")) == 1
 
 
 def test_a_full_disk_is_retried_without_duplicates(node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,10 +72,12 @@ def append(connection: Connection, event: dict[str, Any], key: str | None) -> in
 
 @dataclass
 class ChainReport:
-    """What ``verify`` found: events seen, how many before the chain began, the first broken link."""
+    """What ``verify`` found: events seen, how many before the chain began, how many chained with a
+    plain hash although a key was given (written by a process without the key), the first broken link."""
 
     events: int = 0
     unchained: int = 0
+    unsigned: int = 0
     broken_at: int | None = None
     problem: str | None = None
 
@@ -122,6 +124,7 @@ def verify(engine: Engine, key: str | None = None) -> ChainReport:
                 if problem is not None:
                     report.broken_at, report.problem = row.id, problem
                     return report
+                report.unsigned += bool(key) and row.hash.startswith(f"{SHA256}:")
                 previous = row
             if len(rows) < _BATCH:
                 break

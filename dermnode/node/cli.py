@@ -142,6 +142,9 @@ def audit_verify(config: ConfigOption = None) -> None:
         typer.echo(f"{report.events} events read{unchained}")
         raise typer.Exit(1)
     typer.secho(f"audit chain intact: {report.events - report.unchained} events verified{unchained}", fg="green")
+    if report.unsigned:
+        typer.secho(f"warning: {report.unsigned} events carry a plain SHA-256 link, not an HMAC: a process "
+                    "writing the log runs without audit_hmac_key", fg="yellow", err=True)
 
 
 def register(app: typer.Typer) -> None:
