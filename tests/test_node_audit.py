@@ -70,9 +70,10 @@ def _fill(store: AuditStore) -> None:
     store.record("queued", "1.2.3", idempotency_key="k", task_id="t1")
     header = {"study_uid": "1.2.3", "series_uid": "1.2.3.9", "sop_instance_uid": "1.2.3.1", "accession_number": "A1",
               "patient_id": "P1", "age": 55.0, "sex": "female", "anatomic_site": "anterior torso"}
-    store.record_analysis(header, _analysis(veto=True), {"seg_sop_uid": "9.1", "sr_sop_uid": "9.2", "kos_sop_uid": "9.3"})
+    store.record_analysis(header, _analysis(veto=True), {"seg_sop_uid": "9.1", "sr_sop_uid": "9.2", "kos_sop_uid": "9.3"},
+                          idempotency_key="k")
     header2 = dict(header, sop_instance_uid="1.2.3.2")
-    store.record_analysis(header2, _analysis(veto=False), {"seg": "9.4", "sr": "9.5", "kos": None})
+    store.record_analysis(header2, _analysis(veto=False), {"seg": "9.4", "sr": "9.5", "kos": None}, idempotency_key="k")
     rows = [{"study_uid": "1.2.3", "sop_instance_uid": uid, "sop_class_uid": "1.2", "path": "/x", "destination": dest,
              "state": "sent", "attempts": 1, "next_try_at": 0.0} for uid in ("9.1", "9.2", "9.3") for dest in ("PACS@h:1",)]
     rows.append({**rows[0], "sop_instance_uid": "9.4"})
@@ -102,6 +103,16 @@ def test_events_studies_and_cohort_rows(store: AuditStore) -> None:
     assert first["sent_to"] == "PACS@h:1", "all three objects acknowledged"
     assert second["sent_to"] == "", "the SR of the second image was not acknowledged"
     assert first["age"] == 55.0 and first["sex"] == "female"
+
+
+def test_one_analysed_row_per_image(store: AuditStore) -> None:
+    header = {"study_uid": "1.2.3", "sop_instance_uid": "1.2.3.1"}
+    assert store.record_analysis(header, _analysis(veto=False), {}, idempotency_key="k1") is True
+    assert store.record_analysis(header, _analysis(veto=True), {}, idempotency_key="k1") is False, "redelivered"
+    assert store.record_analysis(header, _analysis(veto=True), {}, idempotency_key="k2") is False, "a later key"
+    assert [row["veto"] for row in store.analysed_rows()] == [False]
+    assert len(store.events("1.2.3", kind="analysed")) == 1
+    assert store.analysed_images("1.2.3") == {"1.2.3.1"} and store.analysed_images("9.9") == set()
 
 
 def test_idempotency_keys(store: AuditStore) -> None:

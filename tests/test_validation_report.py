@@ -73,7 +73,7 @@ def node_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             result.save_as(folder / f"{result.SOPInstanceUID}.dcm", enforce_file_format=True)
         uids = {"seg": results.seg and str(results.seg.SOPInstanceUID), "sr": str(results.sr.SOPInstanceUID),
                 "kos": results.kos and str(results.kos.SOPInstanceUID)}  # fmt: skip
-        store.record_analysis(source_header(ds, record.metadata), analysis, uids)
+        store.record_analysis(source_header(ds, record.metadata), analysis, uids, idempotency_key="validation-test")
         truth_rows.append([str(ds.SOPInstanceUID), record.diagnosis, str(record.mask_path or "")])
     store.close()
     truth_rows += [["1.2.999.1", "MEL", ""], [truth_rows[0][0] + ".7", "wart", ""]]

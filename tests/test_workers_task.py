@@ -9,42 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pydicom.encaps import encapsulate, generate_frames
 
-from dermnode.contract import CLASS_CODES, AnalysisStatus, LesionAnalysis, ModelIdentity, PatientMetadata
+from dermnode.contract import AnalysisStatus, PatientMetadata
 from dermnode.dicom_templates.sr_reading import read_sr
 from dermnode.node.audit import AuditStore
 from dermnode.node.settings import load_settings
 from dermnode.node.spool import Spool
 from dermnode.workers import tasks
 from dermnode.workers.demo import synthetic_images
-from dermnode.workers.pipeline import Analyzer
 from peers import assert_dciodvfy_clean
+from worker_support import DarkAnalyzer
 
 KEY = "study-key-1"
-
-
-class DarkAnalyzer(Analyzer):
-    """Lesion = pixels darker than the median; P(MEL) 0.5, so the veto fires."""
-
-    def __init__(self) -> None:
-        super().__init__(None, None, None, None)
-        self.calls = 0
-
-    @property
-    def identities(self) -> tuple[ModelIdentity, ...]:
-        return (ModelIdentity("analysis-double", "test", "0" * 64),)
-
-    def analyze(self, images):
-        self.calls += 1
-        probabilities = dict.fromkeys(CLASS_CODES, 0.0)
-        probabilities.update(NV=0.5, MEL=0.5)
-        return [LesionAnalysis(AnalysisStatus.ANALYSED, mask=im.rgb.mean(axis=2) < np.median(im.rgb.mean(axis=2)),
-                               segmentation_confidence=0.8, probabilities=dict(probabilities), bcc_probability=0.7,
-                               models=self.identities, seconds={"segmentation": 0.01})
-                for im in images]
 
 
 @pytest.fixture
@@ -101,8 +79,9 @@ def test_a_study_already_analysed_is_skipped(study) -> None:
 
 
 def test_a_rerun_after_a_crash_past_the_outbox_records_what_went_out(study, monkeypatch) -> None:
-    """The worker died after the outbox stored the results but before the audit rows: the
-    redelivered task stores nothing new and its rows name the objects the first run stored."""
+    """The worker died after the outbox stored the first image's results but before its audit row:
+    the redelivered task stores nothing new for that image, its row names the objects the first run
+    stored, and the second image gets its results once."""
     settings, study_uid, analyzer, audit = study
     original = AuditStore.record_analysis
 
@@ -113,12 +92,16 @@ def test_a_rerun_after_a_crash_past_the_outbox_records_what_went_out(study, monk
     with pytest.raises(SystemExit):
         tasks.process_study(settings, study_uid, KEY, audit=audit)
     first = {path.stem for path in (settings.outbox_dir / study_uid).glob("*.dcm")}
+    assert first and audit.analysed_rows() == []
     monkeypatch.setattr(AuditStore, "record_analysis", original)
 
     tasks.process_study(settings, study_uid, KEY, audit=audit)
     assert analyzer.calls == 2
-    assert {path.stem for path in (settings.outbox_dir / study_uid).glob("*.dcm")} == first
+    written = {path.stem for path in (settings.outbox_dir / study_uid).glob("*.dcm")}
     rows = audit.analysed_rows()
     assert len(rows) == 2
-    assert {row[f"{kind}_sop_uid"] for row in rows for kind in ("seg", "sr", "kos")} - {None} == first
-    assert len(audit.events(study_uid, kind="outbox")) == 1
+    assert {row[f"{kind}_sop_uid"] for row in rows for kind in ("seg", "sr", "kos")} - {None} == written
+    assert first < written and len(written) == 4  # SEG, SR, KOS of the first image, the failed SR of the second
+    outbox_events = audit.events(study_uid, kind="outbox")
+    assert sorted(event["details"]["idempotency_key"] for event in outbox_events) == sorted(
+        f"image:{row['sop_instance_uid']}" for row in rows)

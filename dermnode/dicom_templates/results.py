@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from copy import deepcopy
+
 from pydicom import Dataset
+from pydicom.charset import python_encoding
 
 from dermnode.contract import SEGMENTATION_MODEL, LesionAnalysis
 from dermnode.dicom_templates.kos import build_kos
@@ -12,6 +15,14 @@ from dermnode.dicom_templates.seg import build_seg
 from dermnode.dicom_templates.sr import build_sr
 
 DEFAULT_SERIES_NUMBER_BASE = 900
+#: Patient and General Study attributes (Type 2 in the result IODs) carried through empty when a
+#: source image lacks them.
+TYPE2_CARRIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+)
+#: The character set results are written in when the source declares one DICOM does not define.
+FALLBACK_CHARACTER_SET = "ISO_IR 192"
 
 
 @dataclass
@@ -25,6 +36,26 @@ class ResultSet:
         return [ds for ds in (self.seg, self.sr, self.kos) if ds is not None]
 
 
+def carried_through(source: Dataset) -> Dataset:
+    """A copy of ``source`` the result builders can reference (its pixel data shared, not copied):
+    missing Type 2 Patient/Study attributes present and empty, and text re-declared as UTF-8 when
+    the declared Specific Character Set is not one DICOM defines (pydicom decodes it with its
+    default then)."""
+    copy = Dataset()
+    if getattr(source, "file_meta", None) is not None:
+        copy.file_meta = deepcopy(source.file_meta)
+    for element in source:  # iterating decodes every text value with the declared character set
+        copy.add(element if element.keyword == "PixelData" else deepcopy(element))
+    for keyword in TYPE2_CARRIED:
+        if keyword not in copy:
+            setattr(copy, keyword, "")
+    declared = copy.get("SpecificCharacterSet")
+    values = [declared] if isinstance(declared, str) else list(declared or [])
+    if any(value not in python_encoding for value in values):
+        copy.SpecificCharacterSet = FALLBACK_CHARACTER_SET
+    return copy
+
+
 def build_results(
     source: Dataset,
     analysis: LesionAnalysis,
@@ -34,7 +65,9 @@ def build_results(
     series_number_base: int = DEFAULT_SERIES_NUMBER_BASE,
 ) -> ResultSet:
     """SEG when the analysis has a non-empty mask; SR always (no-lesion and failed said in coded
-    form); KOS when the veto fires and ``kos_enabled``. Series numbers base, base+1, base+2."""
+    form); KOS when the veto fires and ``kos_enabled``. Series numbers base, base+1, base+2.
+    Missing Type 2 Patient/Study attributes are written empty (see :func:`carried_through`)."""
+    source = carried_through(source)
     seg = None
     if analysis.mask is not None and analysis.mask.any():
         model = next((m for m in analysis.models if m.name == SEGMENTATION_MODEL), None)

@@ -1,8 +1,9 @@
 """The audit store: every event of the node in a database, and the cohort rows for validation.
 
 ``record`` writes one event (received, duplicate, rejected, queued, analysed, sent, failed, error,
-...); ``record_analysis`` writes what the models concluded about one image; ``analysed_rows`` gives
-one flat row per analysed image, the columns of ``dermnode audit export --csv``.
+...), hash-chained to the one before (audit_chain.py; ``verify_chain`` checks the chain);
+``record_analysis`` writes what the models concluded about one image, once per image;
+``analysed_rows`` gives one flat row per analysed image, the columns of ``dermnode audit export --csv``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, Integer, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from dermnode.contract import CLASS_CODES, LesionAnalysis
+from dermnode.node import audit_chain
 from dermnode.node.schema import analyses, deliveries, events, make_engine, study_keys, utcnow
 
 #: Names accepted in ``source_header`` (snake case), with the DICOM keywords that may stand for them.
@@ -77,14 +80,16 @@ def _iso(value: datetime | None) -> str:
 class AuditStore:
     """The node's database. Thread-safe; one per process (``AuditStore.from_settings(settings)``)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, hmac_key: str | None = None) -> None:
         self.database_url = database_url
         self.engine = make_engine(database_url)
+        self.hmac_key = hmac_key or None
         self._lock = threading.Lock() if database_url.startswith("sqlite") else None
 
     @classmethod
     def from_settings(cls, settings: Any) -> AuditStore:
-        return cls(settings.database_url)
+        """The store of ``settings.database_url``, signing events with ``audit_hmac_key`` when set."""
+        return cls(settings.database_url, getattr(settings, "audit_hmac_key", None))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -107,23 +112,51 @@ class AuditStore:
     # ------------------------------------------------------------------------------- events
     def record(self, kind: str, study_uid: str | None = None, sop_instance_uid: str | None = None, **details: Any) -> None:
         """One audit event; ``details`` must be JSON-serialisable (calling_ae, reason, destination...)."""
-        self.execute(insert(events).values(
-            at=utcnow(), kind=kind, study_uid=study_uid, sop_instance_uid=sop_instance_uid, details=details
-        ))
+        with self.transaction() as connection:
+            self._append(connection, kind, study_uid, sop_instance_uid, details)
 
-    def record_analysis(self, source_header: dict, analysis: LesionAnalysis, result_uids: dict) -> None:
-        """What the node concluded about one image, with the UIDs of the SEG/SR/KOS it made."""
+    def _append(self, connection: Connection, kind: str, study_uid: str | None, sop_instance_uid: str | None,
+                details: dict[str, Any]) -> None:
+        audit_chain.append(connection, {"at": utcnow(), "kind": kind, "study_uid": study_uid,
+                                        "sop_instance_uid": sop_instance_uid, "details": details}, self.hmac_key)
+
+    def verify_chain(self) -> audit_chain.ChainReport:
+        """Walk the hash chain of the events (see audit_chain.verify)."""
+        return audit_chain.verify(self.engine, self.hmac_key)
+
+    def record_analysis(self, source_header: dict, analysis: LesionAnalysis, result_uids: dict, *,
+                        idempotency_key: str) -> bool:
+        """What the node concluded about one image, with the UIDs of the SEG/SR/KOS it made, and its
+        ``analysed`` event. Once per image: False (nothing written) when the image has a row already."""
         header = {name: source_header.get(name, source_header.get(keyword)) for name, keyword in HEADER_FIELDS.items()}
         uids = {kind: result_uids.get(kind) or result_uids.get(f"{kind}_sop_uid") for kind in ("seg", "sr", "kos")}
         summary = analysis_summary(analysis)
-        self.execute(insert(analyses).values(
-            at=utcnow(), study_uid=header["study_uid"], sop_instance_uid=header["sop_instance_uid"],
-            status=summary["status"], header=header, result=summary, result_uids=uids,
-        ))
+        row = dict(at=utcnow(), study_uid=header["study_uid"], sop_instance_uid=header["sop_instance_uid"],
+                   status=summary["status"], header=header, result=summary, result_uids=uids,
+                   idempotency_key=idempotency_key)
         event_details = {key: summary[key] for key in (
             "status", "failure_reason", "top_class", "probabilities", "malignancy_probability", "veto",
             "veto_threshold", "bcc_probability", "bcc_sk_call", "models", "seconds")}
-        self.record("analysed", header["study_uid"], header["sop_instance_uid"], **event_details, result_uids=uids)
+        with self.transaction() as connection:
+            if not self._insert_analysis(connection, row):
+                return False
+            self._append(connection, "analysed", header["study_uid"], header["sop_instance_uid"],
+                         dict(event_details, result_uids=uids, idempotency_key=idempotency_key))
+        return True
+
+    def _insert_analysis(self, connection: Connection, row: dict[str, Any]) -> bool:
+        """Insert an analyses row unless its image has a keyed one (SQLite or PostgreSQL); True if inserted."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(analyses).values(**row).on_conflict_do_nothing(
+            index_elements=[analyses.c.sop_instance_uid], index_where=analyses.c.idempotency_key.is_not(None)
+        ).returning(analyses.c.id)
+        return connection.execute(statement).first() is not None
+
+    def analysed_images(self, study_uid: str) -> set[str]:
+        """SOP Instance UIDs of the study's images that have an analysed row (results were made)."""
+        with self.engine.connect() as connection:
+            return set(connection.execute(select(analyses.c.sop_instance_uid)
+                                          .where(analyses.c.study_uid == study_uid)).scalars())
 
     def events(self, study_uid: str | None = None, kind: str | None = None) -> list[dict]:
         """Events in order, for one study or all, optionally of one kind."""

@@ -1,4 +1,4 @@
-"""Commands of the node room: serve, config check, send, audit list|show|export.
+"""Commands of the node room: serve, config check, send, audit list|show|export|verify.
 
 Heavy imports (pynetdicom, SQLAlchemy, the workers) happen inside the command functions.
 """
@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+#: Settings whose values `config check` does not print.
+SECRET_SETTINGS = ("audit_hmac_key",)
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file (default: $DERMNODE_CONFIG or <home>/dermnode.toml)")]
 
 
@@ -45,7 +47,7 @@ def config_check(config: ConfigOption = None) -> None:
     path = config_path(config)
     typer.echo(f"config file: {path if path else '(none: environment and defaults)'}")
     for name, value in settings.model_dump().items():
-        typer.echo(f"  {name} = {value}")
+        typer.echo(f"  {name} = {'(set)' if name in SECRET_SETTINGS and value else value}")
     problems = check_settings(settings)
     for problem in problems:
         typer.secho(f"error: {problem}", fg="red", err=True)
@@ -85,7 +87,7 @@ def audit_list(config: ConfigOption = None) -> None:
 
     from dermnode.node.audit import AuditStore
 
-    store = AuditStore(_settings(config).database_url)
+    store = AuditStore.from_settings(_settings(config))
     table = Table("first seen (UTC)", "received", "analysed", "veto", "models", "sent", "waiting", "last event")
     table.columns.insert(0, Column("study UID", no_wrap=True))  # whole, so it can be pasted into `audit show`
     for study in store.studies():
@@ -102,7 +104,7 @@ def audit_show(study_uid: str, config: ConfigOption = None) -> None:
 
     from dermnode.node.audit import AuditStore
 
-    store = AuditStore(_settings(config).database_url)
+    store = AuditStore.from_settings(_settings(config))
     found = store.events(study_uid)
     if not found:
         typer.secho(f"no events for study {study_uid}", fg="red", err=True)
@@ -122,9 +124,27 @@ def audit_export(
     """Export the analysed images (cohort columns, see AuditStore.analysed_rows) as CSV."""
     from dermnode.node.audit import AuditStore, write_csv
 
-    rows = AuditStore(_settings(config).database_url).analysed_rows()
+    rows = AuditStore.from_settings(_settings(config)).analysed_rows()
     write_csv(rows, csv)
     typer.echo(f"{len(rows)} analysed images written to {csv}")
+
+
+def audit_verify(config: ConfigOption = None) -> None:
+    """Walk the audit log's hash chain: exit 0 with a count when intact, 1 naming the first broken link."""
+    from dermnode.node.audit import AuditStore
+
+    store = AuditStore.from_settings(_settings(config))
+    report = store.verify_chain()
+    store.close()
+    unchained = f" ({report.unchained} written before the chain began, unchained)" if report.unchained else ""
+    if not report.intact:
+        typer.secho(f"audit chain broken at event {report.broken_at}: {report.problem}", fg="red", err=True)
+        typer.echo(f"{report.events} events read{unchained}")
+        raise typer.Exit(1)
+    typer.secho(f"audit chain intact: {report.events - report.unchained} events verified{unchained}", fg="green")
+    if report.unsigned:
+        typer.secho(f"warning: {report.unsigned} events carry a plain SHA-256 link, not an HMAC: a process "
+                    "writing the log runs without audit_hmac_key", fg="yellow", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -134,8 +154,9 @@ def register(app: typer.Typer) -> None:
     config_app = typer.Typer(help="Settings of the node.", no_args_is_help=True)
     config_app.command("check")(config_check)
     app.add_typer(config_app, name="config")
-    audit_app = typer.Typer(help="The audit log: studies, events, cohort export.", no_args_is_help=True)
+    audit_app = typer.Typer(help="The audit log: studies, events, cohort export, chain check.", no_args_is_help=True)
     audit_app.command("list")(audit_list)
     audit_app.command("show")(audit_show)
     audit_app.command("export")(audit_export)
+    audit_app.command("verify")(audit_verify)
     app.add_typer(audit_app, name="audit")

@@ -2,6 +2,10 @@
 
 SQLite is the default (WAL mode, busy timeout); any SQLAlchemy URL works, e.g.
 ``postgresql+psycopg://user@host/dbname``.
+
+``make_engine`` creates missing tables and brings a database made by an earlier version up to date
+(``migrate``): the hash-chain columns of ``events`` (earlier rows stay unchained, see audit_chain.py),
+the idempotency key of ``analyses`` with its one-row-per-image index, and the chain head row.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -23,7 +28,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    insert,
+    select,
+    text,
 )
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 metadata = MetaData()
 
@@ -42,6 +52,20 @@ events = Table(
     Column("study_uid", String(64), index=True),
     Column("sop_instance_uid", String(64), index=True),
     Column("details", JSON, nullable=False, default=dict),
+    # The hash chain (audit_chain.py): the previous event's hash, and this event's.
+    Column("prev_hash", String(80)),
+    Column("hash", String(80)),
+)
+
+CHAIN_HEAD_ID = 1
+#: The head of the hash chain: one row (id 1), the last chained event and its hash. Appending
+#: locks this row, which serialises writers of every process.
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("event_id", Integer),
+    Column("hash", String(80)),
 )
 
 #: One row per analysed source image (the cohort export reads these).
@@ -56,7 +80,20 @@ analyses = Table(
     Column("header", JSON, nullable=False),
     Column("result", JSON, nullable=False),
     Column("result_uids", JSON, nullable=False),
+    Column("idempotency_key", String(128)),
 )
+#: One analysed row per image. Rows written before the key column existed (NULL key) are left as
+#: they are, duplicates included; every row written since has a key.
+ONE_ANALYSIS_PER_IMAGE = Index(
+    "one_analysis_per_image",
+    analyses.c.sop_instance_uid,
+    unique=True,
+    sqlite_where=analyses.c.idempotency_key.is_not(None),
+    postgresql_where=analyses.c.idempotency_key.is_not(None),
+)
+#: Columns added since the first release: (table, column) -> SQL type, for ``migrate``.
+_ADDED_COLUMNS = {("events", "prev_hash"): "VARCHAR(80)", ("events", "hash"): "VARCHAR(80)",
+                  ("analyses", "idempotency_key"): "VARCHAR(128)"}
 
 #: Idempotency keys: "enqueue:<key>" when a study went on the queue, "outbox:<key>" when results went out.
 study_keys = Table(
@@ -112,4 +149,34 @@ def make_engine(database_url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     metadata.create_all(engine)
+    migrate(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Add what an older database lacks (columns, the per-image index, the chain head row).
+
+    Safe when several processes start at once: a column or row another one added first is fine.
+    """
+    for (table, column), sql_type in _ADDED_COLUMNS.items():
+        if column not in {found["name"] for found in inspect(engine).get_columns(table)}:
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+            except DBAPIError:
+                if column not in {found["name"] for found in inspect(engine).get_columns(table)}:
+                    raise
+    try:
+        ONE_ANALYSIS_PER_IMAGE.create(engine, checkfirst=True)
+    except DBAPIError:
+        if ONE_ANALYSIS_PER_IMAGE.name not in {found["name"] for found in inspect(engine).get_indexes("analyses")}:
+            raise
+    with engine.connect() as connection:
+        present = connection.execute(select(chain_head.c.id)).first() is not None
+    if not present:
+        try:
+            with engine.begin() as connection:
+                connection.execute(insert(chain_head).values(id=CHAIN_HEAD_ID, event_id=None, hash=None))
+        except IntegrityError:
+            pass  # another process inserted it first
+

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     #: How often the dispatcher looks for due deliveries.
     dispatch_poll_seconds: float = 1.0
     log_level: str = "INFO"
+    #: Sign the audit log's hash chain with HMAC-SHA256 under this key (optional; see audit_chain.py).
+    audit_hmac_key: str | None = None
 
     @field_validator("allowed_calling_aes", "destinations", "veto_destinations", mode="before")
     @classmethod
