@@ -65,6 +65,7 @@ class AnalysisStatus(str, Enum):
     ANALYSED = "analysed"
     NO_LESION = "no_lesion"  # the segmentation found nothing; no mask is invented
     FAILED = "failed"  # the analysis could not run; ``failure_reason`` says why
+    NOT_ANALYSABLE = "not_analysable"  # the input gate refused the image (not dermoscopy, greyscale, blurred, ...); ``failure_reason`` says why
 
 
 @dataclass

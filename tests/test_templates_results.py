@@ -242,6 +242,19 @@ def test_failed_analysis_is_stated_with_its_reason(case, tmp_path):
     assert_lossless(finding, analysis, source)
 
 
+def test_not_analysable_image_is_stated_with_its_reason_and_no_finding(case, tmp_path):
+    source, _ = case
+    reason = "not analysable: greyscale image (dermoscopy is a colour photograph)"
+    analysis = LesionAnalysis(status=AnalysisStatus.NOT_ANALYSABLE, failure_reason=reason, models=MODELS[:1])
+    results = build_results(source, analysis)
+    assert results.seg is None and results.kos is None
+    paths = written(results, tmp_path)
+    assert evaluations(paths["sr"]) == {key(codes.ANALYSIS_STATUS): key(codes.STATUS_CODES["not_analysable"])}
+    (finding,) = read_sr(paths["sr"])
+    assert finding.analysis.status is AnalysisStatus.NOT_ANALYSABLE and finding.analysis.failure_reason == reason
+    assert_lossless(finding, analysis, source)
+
+
 def test_report_show_prints_the_finding(case, tmp_path):
     import json
 

@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from dermnode.cli import app
+from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR
 from peers import assert_dciodvfy_clean, shared_data
 
@@ -96,3 +97,19 @@ def test_broken_files_are_reported_and_the_others_go_on(run) -> None:
     assert_dciodvfy_clean(Path(truncated["sr"]))  # the SR says the analysis failed
     assert "seg" not in truncated and "kos" not in truncated
     assert exit_code == 1 and "2 of 6 images could not be analysed" in output
+
+
+def test_a_greyscale_copy_of_a_real_nevus_is_not_analysable(tmp_path) -> None:
+    """A greyscale PNG of a nevus once came back MEL 0.94 with the veto on: now the gate refuses it."""
+    from PIL import Image
+
+    if not (STARTER_DIR / "classifier" / "model_card.json").is_file():
+        pytest.skip("no starter weights yet")
+    nevus = next(r for r in load_records(shared_data(), "ham10000") if r.diagnosis == "NV")
+    grey = tmp_path / "grey.png"
+    Image.open(nevus.image_path).convert("L").save(grey)
+    result = CliRunner().invoke(app, ["analyze", str(grey), "--out", str(tmp_path / "out"), "--json"])
+    (record,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert record["status"] == "not_analysable" and "greyscale" in record["failure_reason"], record
+    assert record["probabilities"] == {} and record["veto"] is None and record["mask"] is None
+    assert result.exit_code == 0 and "1 of 1 images are not analysable" in result.output

@@ -60,6 +60,10 @@ class SizeClassifier:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
+    def atypical(self, images, masks):
+        """Its feature gate: an image with a green corner is not dermoscopy."""
+        return ["not analysable: green corner" if image[0, 0, 1] == 255 else None for image in images]
+
     def predict(self, images, masks, metadata, radiomics):
         self.calls.append((len(images), [m.sum() for m in masks], list(metadata), list(radiomics)))
         out = []
@@ -86,12 +90,18 @@ def image(kind: str, size: int = 64) -> np.ndarray:
         rgb[28:36, 28:36] = 40
     elif kind == "red":
         rgb[:] = (255, 0, 0)
+    if kind in ("blue corner", "green corner"):
+        rgb[8:56, 8:56] = 40
+        rgb[0, 0] = (0, 0, 255) if kind == "blue corner" else (0, 255, 0)
     return rgb
 
 
 @pytest.fixture
 def analyzer() -> Analyzer:
-    return Analyzer(DarkSegmenter(), AreaRadiomics(), SizeClassifier(), ConstantBccSk(), veto_threshold=0.3, batch_size=3)
+    # The synthetic images are flat grey squares that the real pixel gate would refuse: this
+    # double refuses only images with a blue corner.
+    return Analyzer(DarkSegmenter(), AreaRadiomics(), SizeClassifier(), ConstantBccSk(), veto_threshold=0.3, batch_size=3,
+                    pixel_gate=lambda rgb: "not analysable: blue corner" if tuple(rgb[0, 0]) == (0, 0, 255) else None)
 
 
 def test_results_come_back_in_order_with_veto_and_stage_seconds(analyzer: Analyzer) -> None:
@@ -135,3 +145,24 @@ def test_failed_helper_for_undecodable_images(analyzer: Analyzer) -> None:
     failed = analyzer.failed("the image could not be decoded: truncated JPEG", (0.05, 0.05))
     assert failed.status is AnalysisStatus.FAILED and failed.veto is None
     assert failed.failure_reason.endswith("truncated JPEG") and failed.pixel_spacing_mm == (0.05, 0.05)
+
+
+def test_the_input_gate_refuses_before_any_diagnosis(analyzer: Analyzer) -> None:
+    kinds = ("big", "blue corner", "green corner", "small")
+    results = analyzer.analyze([SourceImage(image(kind), name=kind) for kind in kinds])
+    assert [r.status for r in results] == [
+        AnalysisStatus.ANALYSED, AnalysisStatus.NOT_ANALYSABLE, AnalysisStatus.NOT_ANALYSABLE, AnalysisStatus.ANALYSED,
+    ]
+    pixel, feature = results[1], results[2]
+    assert pixel.failure_reason == "not analysable: blue corner" and feature.failure_reason == "not analysable: green corner"
+    for refused in (pixel, feature):
+        assert refused.mask is None and refused.probabilities == {} and refused.veto is None and refused.models
+    assert sum(analyzer.segmenter.batches) == 3  # the pixel gate's refusal was never segmented
+    assert sum(call[0] for call in analyzer.classifier.calls) == 2  # the feature gate's refusal was never classified
+
+
+def test_the_real_pixel_gate_refuses_a_greyscale_image() -> None:
+    analyzer = Analyzer(DarkSegmenter(), AreaRadiomics(), SizeClassifier(), ConstantBccSk())
+    (grey,) = analyzer.analyze([SourceImage(image("big", size=128), name="grey")])
+    assert grey.status is AnalysisStatus.NOT_ANALYSABLE and "greyscale" in grey.failure_reason
+    assert analyzer.segmenter.batches == []

@@ -142,6 +142,7 @@ STATUS_CODES: dict[str, Code] = {
     "analysed": private("ANALYSED", "Image analysed"),
     "no_lesion": private("NO-LESION", "No lesion segmented"),
     "failed": private("FAILED", "Analysis failed"),
+    "not_analysable": private("NOT-ANALYSABLE", "Image not analysable"),
 }
 #: Probability of each class: one private concept per class ("P-MEL", "Probability of malignant melanoma").
 CLASS_PROBABILITY_CODES: dict[str, Code] = {

@@ -82,9 +82,10 @@ def analyze(
         typer.echo(f"cannot load the models: {error}", err=True)
         raise typer.Exit(2) from None
     records = []
-    failed = 0
+    failed = refused = 0
     for item in analyze_files(files, out, analyzer, settings, table, progress=len(files) > batch_size):
         failed += item["status"] == "failed"
+        refused += item["status"] == "not_analysable"
         if as_json:
             typer.echo(json.dumps(item))
             sys.stdout.flush()
@@ -92,6 +93,8 @@ def analyze(
             records.append(item)
     if not as_json:
         _print_table(records)
+    if refused:
+        typer.echo(f"{refused} of {len(files)} images are not analysable dermoscopy (see failure_reason)", err=True)
     if failed:
         typer.echo(f"{failed} of {len(files)} images could not be analysed (see failure_reason)", err=True)
         raise typer.Exit(1)

@@ -6,6 +6,11 @@ batches and returns one :class:`~dermnode.contract.LesionAnalysis` per image, in
 
 Choices worth knowing:
 
+* **Not dermoscopy, no diagnosis.** The input gate comes first: pixel checks (greyscale, tiny,
+  blank, dark, over-exposed, very blurred) before any model, then, after segmentation, the
+  classifier's feature gate (a picture unlike any dermoscopy it was trained on). A refused image
+  is ``NOT_ANALYSABLE`` with the reason ("not analysable: greyscale image ..."): no mask, no
+  probabilities, no veto.
 * **No lesion, no diagnosis.** When the segmenter finds no lesion the image is reported as
   ``NO_LESION``: no mask is invented and neither the classifier nor the BCC/SK model is run on it,
   so no probabilities (and no veto) are reported for an image in which no lesion was seen. The SR
@@ -33,6 +38,7 @@ from dermnode.contract import (
     ModelIdentity,
     PatientMetadata,
 )
+from dermnode.models.input_gate import image_problem
 
 STAGES: tuple[str, ...] = ("segmentation", "radiomics", "classifier", "bcc_sk")
 DEFAULT_BATCH_SIZE = 8
@@ -92,13 +98,17 @@ class Analyzer:
         bcc_sk,
         veto_threshold: float = DEFAULT_VETO_THRESHOLD,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        pixel_gate: Callable[[np.ndarray], str | None] = image_problem,
     ) -> None:
+        """``classifier`` also answers ``atypical(images, masks)`` (its feature gate); ``pixel_gate``
+        says why an image is not analysable from its pixels alone, or None."""
         self.segmenter = segmenter
         self.radiomics = radiomics
         self.classifier = classifier
         self.bcc_sk = bcc_sk
         self.veto_threshold = veto_threshold
         self.batch_size = batch_size
+        self.pixel_gate = pixel_gate
 
     @classmethod
     def load(cls, settings, device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Analyzer:
@@ -133,12 +143,31 @@ class Analyzer:
             failure_reason=reason,
         )
 
+    def not_analysable(self, reason: str, pixel_spacing_mm: tuple[float, float] | None = None) -> LesionAnalysis:
+        """The input gate's answer for an image that is not analysable dermoscopy."""
+        return LesionAnalysis(
+            status=AnalysisStatus.NOT_ANALYSABLE,
+            veto_threshold=self.veto_threshold,
+            pixel_spacing_mm=pixel_spacing_mm,
+            models=self.identities,
+            failure_reason=reason,
+        )
+
     def analyze(self, images: Sequence[SourceImage]) -> list[LesionAnalysis]:
         """One LesionAnalysis per image, in order, analysing ``batch_size`` images at a time."""
+        refusals = []
+        for image in images:
+            try:
+                refusals.append(self.pixel_gate(image.rgb))
+            except ValueError as error:  # not an image at all (shape): say so, as the gate would
+                refusals.append(f"not analysable: {error}")
+        kept = [image for image, refusal in zip(images, refusals) if refusal is None]
         results: list[LesionAnalysis] = []
-        for start in range(0, len(images), self.batch_size):
-            results.extend(self._analyze_batch(list(images[start : start + self.batch_size])))
-        return results
+        for start in range(0, len(kept), self.batch_size):
+            results.extend(self._analyze_batch(kept[start : start + self.batch_size]))
+        analysed = iter(results)
+        return [next(analysed) if refusal is None else self.not_analysable(refusal, image.pixel_spacing_mm)
+                for image, refusal in zip(images, refusals)]
 
     # ------------------------------------------------------------------------------- internals
     def _analyze_batch(self, images: list[SourceImage]) -> list[LesionAnalysis]:
@@ -161,8 +190,23 @@ class Analyzer:
             masks.append(mask if mask is not None and mask.any() else None)
             confidences.append(None if result.confidence is None else float(result.confidence))
 
-        # The images that go on: segmented, with a lesion, not failed.
-        lesion = [i for i in range(len(images)) if failures[i] is None and masks[i] is not None]
+        # The classifier's feature gate, on what it would see (the lesion crop, or the whole image).
+        refusals: list[str | None] = [None] * len(images)
+        segmented = [i for i in range(len(images)) if failures[i] is None]
+        if segmented:
+            verdicts, _ = _run_batched(
+                "input gate",
+                lambda index: self.classifier.atypical([images[i].rgb for i in index], [masks[i] for i in index]),
+                segmented,
+            )
+            for i, verdict in zip(segmented, verdicts):
+                if isinstance(verdict, _ImageFailed):
+                    failures[i] = str(verdict)
+                else:
+                    refusals[i] = verdict
+
+        # The images that go on: segmented, with a lesion, accepted by the gate, not failed.
+        lesion = [i for i in range(len(images)) if failures[i] is None and refusals[i] is None and masks[i] is not None]
         features: dict[int, dict[str, float] | None] = {}
         for i in lesion:
             start = time.perf_counter()
@@ -203,6 +247,8 @@ class Analyzer:
         for i, image in enumerate(images):
             if failures[i] is not None:
                 analysis = self.failed(failures[i], image.pixel_spacing_mm)
+            elif refusals[i] is not None:
+                analysis = self.not_analysable(refusals[i], image.pixel_spacing_mm)
             elif masks[i] is None:
                 analysis = LesionAnalysis(
                     status=AnalysisStatus.NO_LESION,
