@@ -26,8 +26,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from dermnode.models.bcc_sk import BccSkModel
-    from dermnode.models.classifier import FusionClassifier
+    from dermnode.models.bcc_sk.predict import BccSkModel
+    from dermnode.models.classifier.predict import FusionClassifier
     from dermnode.models.dataset_index import load_records
     from dermnode.models.images import load_mask, load_rgb
     from dermnode.models.radiomics import RadiomicsExtractor

@@ -16,7 +16,7 @@ import numpy as np
 
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
 from dermnode.models.radiomics import RadiomicsExtractor
-from dermnode.models.segmentation import LesionSegmenter
+from dermnode.models.segmentation.predict import LesionSegmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dermnode.models.bcc_sk import BccSkModel
-from dermnode.models.bcc_sk_net import PRETRAINED_ENV, BccSkNet, build_clip
-from dermnode.models.bcc_sk_train import bcc_sk_subset, coop_optimizer, coop_step
-from dermnode.models.classifier_data import build_cache
+from dermnode.models.bcc_sk.predict import BccSkModel
+from dermnode.models.bcc_sk.net import PRETRAINED_ENV, BccSkNet, build_clip
+from dermnode.models.bcc_sk.train import bcc_sk_subset, coop_optimizer, coop_step
+from dermnode.models.classifier.data import build_cache
 from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR, ModelCard
 from peers import shared_data
@@ -52,7 +52,7 @@ def bcc_sk_images():
 
 
 def test_cpu_encoders_learn_in_a_few_steps(bcc_sk_images):
-    from dermnode.models.classifier_train import to_tensors
+    from dermnode.models.classifier.train import to_tensors
 
     _, cache = bcc_sk_images
     subset, targets = bcc_sk_subset(cache)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from dermnode.contract import CLASS_CODES, PatientMetadata
-from dermnode.models.classifier import FusionClassifier, is_malignant, radiomics_vector
-from dermnode.models.classifier_data import METADATA_FIELDS, build_cache, encode_metadata, square_image, square_mask
-from dermnode.models.classifier_eval import ChainOutputs, classification_metrics
-from dermnode.models.classifier_net import ClassifierConfig, FusionNet
-from dermnode.models.classifier_train import augment, class_weights, to_tensors
+from dermnode.models.classifier.predict import FusionClassifier, is_malignant, radiomics_vector
+from dermnode.models.classifier.data import METADATA_FIELDS, build_cache, encode_metadata, square_image, square_mask
+from dermnode.models.classifier.evaluate import ChainOutputs, classification_metrics
+from dermnode.models.classifier.net import ClassifierConfig, FusionNet
+from dermnode.models.classifier.train import augment, class_weights, to_tensors
 from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR, ModelCard
 from peers import shared_data
@@ -52,13 +52,13 @@ def test_metadata_encoding_marks_missing_fields():
      ("trunk", None), ("unknown", None), ("", None), (None, None)],
 )
 def test_sites_of_other_vocabularies_map_onto_isic_or_missing(site, expected):
-    from dermnode.models.classifier_data import normalise_site
+    from dermnode.models.classifier.data import normalise_site
 
     assert normalise_site(site) == expected
 
 
 def test_metadata_dropout_hides_fields_with_their_missing_flags():
-    from dermnode.models.classifier_train import drop_metadata
+    from dermnode.models.classifier.train import drop_metadata
 
     full = torch.from_numpy(np.stack([encode_metadata(PatientMetadata(60, "female", "back"))] * 400))
     dropped = drop_metadata(full, 0.3, torch.Generator().manual_seed(0))
@@ -72,7 +72,7 @@ def test_metadata_dropout_hides_fields_with_their_missing_flags():
 
 
 def test_temperature_scaling_softens_overconfident_logits():
-    from dermnode.models.classifier_train import fit_temperature
+    from dermnode.models.classifier.train import fit_temperature
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 8, (400,), generator=generator)
@@ -83,7 +83,7 @@ def test_temperature_scaling_softens_overconfident_logits():
 
 
 def test_lesion_crop_and_colour_constancy():
-    from dermnode.models.classifier_data import lesion_box, prepare_pair, shades_of_gray
+    from dermnode.models.classifier.data import lesion_box, prepare_pair, shades_of_gray
 
     image = np.full((300, 400, 3), (200, 150, 120), np.uint8)  # a warm cast
     mask = np.zeros((300, 400), bool)

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from dermnode.models.dataset_index import load_records, one_row_per_image
 from dermnode.models.images import load_rgb
-from dermnode.models.input_gate import FeatureGate, image_problem
+from dermnode.models.input_gate.checks import FeatureGate, image_problem
 from peers import shared_data
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) provides the sample photographs")

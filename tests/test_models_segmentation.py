@@ -17,9 +17,9 @@ from dermnode.cli import app
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
 from dermnode.models.metrics.segmentation import dice, jaccard, summarise, thresholded_jaccard
 from dermnode.models.model_card import ModelCard
-from dermnode.models.segmentation import STARTER, LesionSegmenter, best_component
-from dermnode.models.segmentation_nets import PROFILES, build_network, normalise
-from dermnode.models.segmentation_train import training_step, unet_loss
+from dermnode.models.segmentation.predict import STARTER, LesionSegmenter, best_component
+from dermnode.models.segmentation.net import PROFILES, build_network, normalise
+from dermnode.models.segmentation.train import training_step, unet_loss
 
 DATA = Path(os.environ.get("DERMNODE_TEST_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
 TASK1 = DATA / "isic2018-task1"

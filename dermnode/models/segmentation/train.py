@@ -31,7 +31,7 @@ from dermnode.models.dataset_index import (
 from dermnode.models.device import torch_device
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
 from dermnode.models.model_card import ModelCard
-from dermnode.models.segmentation_nets import (
+from dermnode.models.segmentation.net import (
     ARCHITECTURE_CHOICE,
     PROFILES,
     Profile,
@@ -236,8 +236,8 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
         (out / "history.json").write_text(json.dumps(history, indent=1))
     metrics: dict = {"epochs_done": len(history), "train_loss": history[-1]["loss"] if history else None}
     if evaluate_at_end and val_records:
-        from dermnode.models.segmentation import LesionSegmenter
-        from dermnode.models.segmentation_eval import evaluate_records
+        from dermnode.models.segmentation.predict import LesionSegmenter
+        from dermnode.models.segmentation.evaluate import evaluate_records
 
         segmenter = LesionSegmenter.load(out, device=str(dev))
         metrics.update(evaluate_records(segmenter, val_records, out / "validation"))

@@ -22,7 +22,7 @@ from dermnode.contract import ModelIdentity
 from dermnode.models.device import torch_device
 from dermnode.models.images import as_rgb, resize_gray, resize_rgb
 from dermnode.models.model_card import STARTER_DIR, ModelCard
-from dermnode.models.segmentation_nets import Profile, build_network, normalise
+from dermnode.models.segmentation.net import Profile, build_network, normalise
 
 STARTER = STARTER_DIR / "segmentation"
 #: A component smaller than this fraction of the image is not reported as a lesion.

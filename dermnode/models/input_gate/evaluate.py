@@ -12,8 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
-from dermnode.models.classifier import FusionClassifier
-from dermnode.models.input_gate import image_problem
+from dermnode.models.classifier.predict import FusionClassifier
+from dermnode.models.input_gate.checks import image_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -27,7 +27,7 @@ def gate_decisions(model: FusionClassifier, images: Iterable[np.ndarray], progre
     """The gate's reason for each image, or None where it lets the image through."""
     from tqdm import tqdm
 
-    from dermnode.models.segmentation import LesionSegmenter
+    from dermnode.models.segmentation.predict import LesionSegmenter
 
     segmenter = LesionSegmenter.load()
     decisions: list[str | None] = []

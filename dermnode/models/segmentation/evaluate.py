@@ -12,7 +12,7 @@ from tqdm import tqdm
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb
 from dermnode.models.metrics.segmentation import dice, jaccard, summarise
-from dermnode.models.segmentation import LesionSegmenter
+from dermnode.models.segmentation.predict import LesionSegmenter
 
 SHEET_FILE = "overlays_worst_best.png"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dermnode.models.bcc_sk import NEGATIVE, POSITIVE, BccSkModel
-from dermnode.models.classifier_plots import plot_confusion, plot_roc
+from dermnode.models.bcc_sk.predict import NEGATIVE, POSITIVE, BccSkModel
+from dermnode.models.plots import plot_confusion, plot_roc
 from dermnode.models.dataset_index import ImageRecord, Split, load_records, one_row_per_image
 from dermnode.models.images import load_rgb
 from dermnode.models.metrics.classification import (

@@ -1,7 +1,7 @@
 """The BCC-versus-seborrheic-keratosis model the node runs: load weights, predict P(BCC), attention map.
 
-See :mod:`dermnode.models.bcc_sk_net` for the network (open_clip CLIP + CoOp + linear probe) and
-:mod:`dermnode.models.bcc_sk_train` for training.
+See :mod:`dermnode.models.bcc_sk.net` for the network (open_clip CLIP + CoOp + linear probe) and
+:mod:`dermnode.models.bcc_sk.train` for training.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from dermnode.contract import BCC_SK_MODEL, ModelIdentity
-from dermnode.models.bcc_sk_net import (
+from dermnode.models.bcc_sk.net import (
     CPU_CLIP_CONFIG,
     PAPER_MODEL,
     BccSkNet,
     build_clip,
 )
-from dermnode.models.classifier_data import square_image
+from dermnode.models.classifier.data import square_image
 from dermnode.models.device import torch_device
 from dermnode.models.images import as_rgb
 from dermnode.models.model_card import STARTER_DIR, ModelCard

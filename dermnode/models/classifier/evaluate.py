@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES, PatientMetadata
-from dermnode.models.classifier import FusionClassifier
-from dermnode.models.classifier_plots import plot_confusion, plot_roc
+from dermnode.models.classifier.predict import FusionClassifier
+from dermnode.models.plots import plot_confusion, plot_roc
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb
 from dermnode.models.metrics.bootstrap import bootstrap_intervals
@@ -58,7 +58,7 @@ def run_chain(
     extractor = RadiomicsExtractor()
     segmenter = None
     if segment_all or any(r.mask_path is None for r in records):
-        from dermnode.models.segmentation import LesionSegmenter
+        from dermnode.models.segmentation.predict import LesionSegmenter
 
         segmenter = LesionSegmenter.load()
     variants: dict[str, list[np.ndarray]] = {}

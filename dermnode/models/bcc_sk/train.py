@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from dermnode.contract import CLASS_CODES
-from dermnode.models.bcc_sk import NAME, NEGATIVE, POSITIVE, BccSkModel
-from dermnode.models.bcc_sk_eval import evaluate_bcc_sk, evaluation_records
-from dermnode.models.bcc_sk_net import CPU_CLIP_CONFIG, PAPER_MODEL, BccSkNet, build_clip, pretrained_path
+from dermnode.models.bcc_sk.predict import NAME, NEGATIVE, POSITIVE, BccSkModel
+from dermnode.models.bcc_sk.evaluate import evaluate_bcc_sk, evaluation_records
+from dermnode.models.bcc_sk.net import CPU_CLIP_CONFIG, PAPER_MODEL, BccSkNet, build_clip, pretrained_path
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
-from dermnode.models.classifier_data import ClassifierCache, build_cache
-from dermnode.models.classifier_train import augment, to_tensors
+from dermnode.models.classifier.data import ClassifierCache, build_cache
+from dermnode.models.classifier.train import augment, to_tensors
 from dermnode.models.dataset_index import leave_source_out, load_records, one_row_per_image, split_by_lesion
 from dermnode.models.model_card import ModelCard
 

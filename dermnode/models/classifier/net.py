@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dermnode.contract import CLASS_CODES
-from dermnode.models.classifier_data import METADATA_FIELDS
+from dermnode.models.classifier.data import METADATA_FIELDS
 
 FUSION_WIDTH = 1024
 QUANT_WIDTH = 64
@@ -31,7 +31,7 @@ class ClassifierConfig:
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     n_radiomics: int = 9
     dropout: float = 0.3
-    colour_constancy: bool = False  # Shades of Gray before anything else (see classifier_data.prepare_pair)
+    colour_constancy: bool = False  # Shades of Gray before anything else (see classifier.data.prepare_pair)
     crop_margin: float = 0.0  # > 0: square crop around the lesion mask with this margin; 0: whole image
     temperature: float = 1.0  # the fused logits are divided by it (fitted on validation)
 

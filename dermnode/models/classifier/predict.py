@@ -1,6 +1,6 @@
 """The fusion classifier the node runs: 8 diagnoses from image, lesion mask, metadata and radiomics.
 
-See :mod:`dermnode.models.classifier_net` for the network and :mod:`dermnode.models.classifier_train`
+See :mod:`dermnode.models.classifier.net` for the network and :mod:`dermnode.models.classifier.train`
 for training. A weights directory holds ``classifier.pt`` (half precision), the radiomic feature
 selection ``radiomics_selection.json`` (names, normalisation), ``split.json`` and ``model_card.json``
 (with the per-class Youden thresholds and the validation metrics).
@@ -22,14 +22,14 @@ from dermnode.contract import (
     PatientMetadata,
     malignancy_probability,
 )
-from dermnode.models.classifier_data import encode_metadata, prepare_pair
-from dermnode.models.classifier_net import (
+from dermnode.models.classifier.data import encode_metadata, prepare_pair
+from dermnode.models.classifier.net import (
     ABLATION_VARIANTS,
     ClassifierConfig,
     FusionNet,
 )
 from dermnode.models.device import torch_device
-from dermnode.models.input_gate import FeatureGate
+from dermnode.models.input_gate.checks import FeatureGate
 from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 

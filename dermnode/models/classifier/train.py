@@ -21,8 +21,8 @@ from torch import nn
 
 from dermnode.contract import CLASS_CODES
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
-from dermnode.models.classifier_data import METADATA_FIELDS, ClassifierCache
-from dermnode.models.classifier_net import (
+from dermnode.models.classifier.data import METADATA_FIELDS, ClassifierCache
+from dermnode.models.classifier.net import (
     ABLATION_VARIANTS,
     ClassifierConfig,
     FusionHead,

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from dermnode.contract import CLASS_CODES, PatientMetadata
-from dermnode.models.classifier import NAME, FusionClassifier
-from dermnode.models.classifier_data import ClassifierCache, build_cache, encode_metadata, expert_mask
-from dermnode.models.classifier_net import ABLATION_VARIANTS
-from dermnode.models.classifier_radiomics import extend_cache, record_key
-from dermnode.models.classifier_train import (
+from dermnode.models.classifier.predict import NAME, FusionClassifier
+from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
+from dermnode.models.classifier.net import ABLATION_VARIANTS
+from dermnode.models.classifier.radiomics_cache import extend_cache, record_key
+from dermnode.models.classifier.train import (
     TrainSettings,
     fit_temperature,
     finetune_fused,
@@ -41,7 +41,7 @@ from dermnode.models.dataset_index import (
     one_row_per_image,
     split_by_lesion,
 )
-from dermnode.models.input_gate import FeatureGate
+from dermnode.models.input_gate.checks import FeatureGate
 from dermnode.models.metrics.classification import (
     one_vs_rest_auroc,
     roc_auc,
@@ -61,7 +61,7 @@ def predicted_masks(records: list[ImageRecord], work_dir: Path, every: bool = Fa
     from tqdm import tqdm
 
     from dermnode.models.images import load_rgb
-    from dermnode.models.segmentation import LesionSegmenter
+    from dermnode.models.segmentation.predict import LesionSegmenter
 
     path = Path(work_dir) / "predicted_masks.npz"
     todo = [r for r in records if every or r.mask_path is None]
@@ -106,7 +106,7 @@ def radiomics_rows(
     cache: ClassifierCache, entries: dict[str, dict], selection: FeatureSelection
 ) -> tuple[torch.Tensor, list[dict | None]]:
     """Per cache row: the radiomics input (normalised selected features + missing flag) and the raw dict."""
-    from dermnode.models.classifier import radiomics_vector
+    from dermnode.models.classifier.predict import radiomics_vector
 
     raw = [entries.get(f"{c}/{i}", {}).get("features") for c, i in zip(cache.collections, cache.image_ids)]
     return torch.from_numpy(np.stack([radiomics_vector(selection, r) for r in raw])), raw

@@ -1,0 +1,89 @@
+"""`dermnode train classifier` and `dermnode evaluate classifier`.
+
+:func:`register` adds the commands to the `train` and `evaluate` sub-apps of
+:mod:`dermnode.models.cli`. Heavy libraries (torch, pyradiomics) load inside the command functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+from dermnode.contract import DEFAULT_VETO_THRESHOLD
+from dermnode.models.command_options import (
+    DATA,
+    PROFILE,
+    RECORD,
+    SOURCE,
+    SUBSET,
+    WEIGHTS,
+    print_metrics,
+    record_metrics,
+    select_records,
+    set_threads,
+)
+
+
+def train_classifier(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="weights directory to write"),
+    profile: str = PROFILE,
+    work: Path = typer.Option(Path("runs/classifier"), "--work", help="caches and checkpoints (resumed when present)"),
+    folds: int = typer.Option(1, "--folds", help="k > 1: k-fold cross-validation inside the training split first"),
+    epochs: int = typer.Option(12, "--epochs", help="stage 1 (image branch) epochs"),
+    finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="stage 2 end-to-end fine-tune epochs"),
+    masks: str = typer.Option(
+        "expert", "--masks", help="expert: the data's expert masks where present, else the starter segmenter's; "
+        "predicted: the starter segmenter's mask for every image (as the node sees them)"
+    ),
+    leave_out: str | None = typer.Option(
+        None, "--leave-out", help="leave this source (ham10000, isic-8class, isic2018-task1) and its lesions out of "
+        "training, to test on it with `evaluate classifier --source`"
+    ),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
+) -> None:
+    """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
+    from dermnode.models.classifier.fit import train_classifier as run
+    from dermnode.models.classifier.train import TrainSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    set_threads(threads)
+    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs)
+    summary = run(data, out, profile, work, settings, folds, masks, leave_out)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def evaluate_classifier(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="report folder: metrics.json, ROC and confusion plots"),
+    weights: Path | None = WEIGHTS,
+    subset: str = SUBSET,
+    veto_threshold: float = typer.Option(DEFAULT_VETO_THRESHOLD, "--veto-threshold"),
+    segment_all: bool = typer.Option(False, "--segment-all", help="segment every image, ignoring expert masks"),
+    source: str | None = SOURCE,
+    record: bool = RECORD,
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
+) -> None:
+    """Run segmentation -> radiomics -> classifier on a data folder and report metrics."""
+    from dermnode.models.classifier.predict import FusionClassifier
+    from dermnode.models.classifier.evaluate import evaluate_classifier as run
+    from dermnode.models.model_card import STARTER_DIR
+
+    set_threads(threads)
+    model = FusionClassifier.load(weights)
+    records = select_records(data, weights or STARTER_DIR / "classifier", subset, source)
+    metrics = run(model, records, out, veto_threshold=veto_threshold, segment_all=segment_all)
+    if record:
+        what = subset + (f", source {source}" if source else "") + (", every image segmented" if segment_all else "")
+        record_metrics(weights or STARTER_DIR / "classifier", data, what, metrics)
+    print_metrics(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "headline", "by_source"))
+
+
+
+def register(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Add the classifier's commands to `dermnode train` / `dermnode evaluate`."""
+    train_app.command("classifier")(train_classifier)
+    evaluate_app.command("classifier")(evaluate_classifier)

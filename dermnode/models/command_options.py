@@ -1,0 +1,75 @@
+"""Options and helpers shared by the models' `dermnode train` / `dermnode evaluate` commands.
+
+The commands themselves live in each model's ``commands`` module (:mod:`dermnode.models.classifier.commands`,
+:mod:`dermnode.models.bcc_sk.commands`, :mod:`dermnode.models.input_gate.commands`). Heavy libraries
+load inside the functions, so that ``dermnode --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+DATA = typer.Option(..., "--data", help="data folder laid out like ../shared/data (metadata.csv, <collection>/images)")
+PROFILE = typer.Option("cpu", "--profile", help="cpu (small model, trains on a CPU) or paper (the seed paper's sizes, GPU hosts)")
+WEIGHTS = typer.Option(None, "--weights", help="weights directory (model_card.json); default: the starter weights")
+SUBSET = typer.Option(
+    "validation",
+    "--subset",
+    help="validation: the validation split of the weights' split.json (the shared split when the data folder is the "
+    "training folder); all: every labelled image (an external cohort)",
+)
+
+
+SOURCE = typer.Option(
+    None, "--source", help="only images of this source (ham10000 = every HAM10000 image, isic-8class, isic2018-task1): "
+    "the left-out source of a `train classifier --leave-out` run"
+)
+
+
+def select_records(data: Path, weights_dir: Path, subset: str, source: str | None = None):
+    from dermnode.models.dataset_index import Split, load_records, one_row_per_image
+
+    records = one_row_per_image(load_records(data))
+    if source is not None:
+        records = [r for r in records if r.source == source]
+        if not records:
+            raise typer.BadParameter(f"no image of source {source!r} in {data}")
+    if subset == "all":
+        return records
+    if subset != "validation":
+        raise typer.BadParameter("--subset must be 'validation' or 'all'")
+    split_file = weights_dir / "split.json"
+    if not split_file.is_file():
+        raise typer.BadParameter(f"{split_file} not found: use --subset all for a folder without a split")
+    chosen = Split.load(split_file).validation(records)
+    if not chosen:
+        raise typer.BadParameter(f"no image of {data} is in the validation split of {split_file}: use --subset all")
+    return chosen
+
+
+RECORD = typer.Option(False, "--record", help="also store the metrics in the evaluated weights' model card")
+
+
+def record_metrics(weights_dir: Path, data: Path, subset: str, metrics: dict) -> None:
+    """Add the metrics to the model card (the weights and their hash stay as they are)."""
+    from dermnode.models.model_card import ModelCard
+
+    card = ModelCard.load(weights_dir)
+    summary = {k: v for k, v in metrics.items() if k not in ("model", "confusion_matrix")}
+    card.metrics = {**card.metrics, "evaluation": {"data": f"{data.name} ({subset} subset)", **summary}}
+    card.save(weights_dir)
+
+
+def print_metrics(metrics: dict, keys: tuple[str, ...]) -> None:
+    typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+

@@ -1,0 +1,58 @@
+"""`dermnode evaluate gate`.
+
+:func:`register` adds the command to the `evaluate` sub-app of :mod:`dermnode.models.cli` (the gate
+has nothing to train of its own: its feature gate is fitted with the classifier). Heavy libraries
+load inside the command function.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from dermnode.models.command_options import SOURCE, SUBSET, WEIGHTS, select_records, set_threads
+
+
+def evaluate_gate(
+    data: Path | None = typer.Option(None, "--data", help="a data folder of dermoscopy: refusals there are false refusals"),
+    others: Path | None = typer.Option(None, "--others", help="a folder of pictures that are not dermoscopy"),
+    out: Path = typer.Option(..., "--out", help="report folder: gate.json"),
+    weights: Path | None = WEIGHTS,
+    subset: str = SUBSET,
+    source: str | None = SOURCE,
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
+) -> None:
+    """Refusal rates of the input gate (pixel checks + the classifier's feature gate), by reason."""
+    from dermnode.models.classifier.predict import FusionClassifier
+    from dermnode.models.input_gate.evaluate import gate_decisions, image_files, load_any, refusal_summary
+    from dermnode.models.images import load_rgb
+    from dermnode.models.model_card import STARTER_DIR
+
+    if data is None and others is None:
+        raise typer.BadParameter("give --data, --others or both")
+    set_threads(threads)
+    model = FusionClassifier.load(weights)
+    report: dict = {"feature_gate": model.gate is not None}
+    if data is not None:
+        records = select_records(data, weights or STARTER_DIR / "classifier", subset, source)
+        decisions = gate_decisions(model, (load_rgb(r.image_path) for r in records))
+        report["dermoscopy"] = refusal_summary(decisions) | {
+            "refused_examples": [f"{r.collection}/{r.image_id}: {d}" for r, d in zip(records, decisions) if d][:20]
+        }
+    if others is not None:
+        files = image_files(others)
+        decisions = gate_decisions(model, (load_any(p) for p in files))
+        report["others"] = refusal_summary(decisions) | {
+            "passed": [p.name for p, d in zip(files, decisions) if d is None]
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gate.json").write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(json.dumps(report, indent=2))
+
+
+
+def register(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Add the input gate's command to `dermnode evaluate` (nothing to add to `dermnode train`)."""
+    evaluate_app.command("gate")(evaluate_gate)
