@@ -7,7 +7,10 @@ lesion-like ones) in studies of 1-5 images with dcmtk ``storescu`` (one instance
 retried like a modality would) to ``dermnode serve`` running its embedded queue, with dcmtk
 ``storescp`` as the destination PACS. Meanwhile a seeded schedule kills, with SIGKILL, about every
 ``--kill-every`` seconds one of: serve (restarted by this script), the embedded worker or the
-embedded Redis (restarted by serve itself), or the PACS (restarted by this script). When everything
+embedded Redis (restarted by serve itself), or the PACS (restarted by this script). With
+``--broker external`` Redis is a redis-server without persistence (a kill loses every message:
+serve's reconciler must queue the studies again) and the worker a ``dermnode worker``, both
+restarted by this script. When everything
 is sent the kills go on while the results come back, until every acknowledged instance has its
 result at the PACS or half of ``--timeout`` has passed; then the script waits (bounded by
 ``--timeout``) for the rest, and 15 s more for anything sent twice, and prints
@@ -39,6 +42,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psutil
 from pydicom import dcmread
@@ -100,52 +104,52 @@ def make_studies(folder: Path, instances: int, rng: random.Random, data: Path) -
 
 
 # ------------------------------------------------------------------------------------------ peers
-class Pacs:
-    """dcmtk storescp on a fixed loopback port, unique file names (so a resent object shows)."""
+@dataclass
+class Peer:
+    """A process this script starts, kills and starts again (serve, the PACS, an external Redis/worker)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.port, self.process = folder, free_port(), None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def address(self) -> str:
-        return f"PACS@127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [binary("storescp"), "--aetitle", "PACS", "--output-directory", str(self.folder), "--promiscuous",
-             "+xa", "--unique-filenames", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
-        wait_for_port(self.port, process=self.process)
-
-
-class Node:
-    """`dermnode serve` with its embedded queue, started again by this script after a kill."""
-
-    def __init__(self, home: Path, port: int, destination: str, log: Path) -> None:
-        self.home, self.port, self.log = home, port, log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
-        self.env.update(
-            DERMNODE_HOME=str(home), DERMNODE_PORT=str(port), DERMNODE_BROKER_URL="", DERMNODE_DESTINATIONS=destination,
-            DERMNODE_QUIET_SECONDS="2", DERMNODE_RECONCILE_SECONDS="5", DERMNODE_VISIBILITY_TIMEOUT="60",
-            DERMNODE_RESTORE_INTERVAL="2", DERMNODE_RETRY_BASE_SECONDS="0.5", DERMNODE_RETRY_MAX_SECONDS="5",
-            DERMNODE_DISPATCH_POLL_SECONDS="0.5", PYTHONPATH=os.pathsep.join(
-                [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        )
-        self.process: subprocess.Popen | None = None
+    command: list[str]
+    log: Path
+    port: int | None = None
+    env: dict[str, str] | None = None
+    process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as handle:
-            self.process = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=self.env,
-                                            stdout=handle, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, timeout=120, process=self.process)
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=handle, stderr=subprocess.STDOUT)
+        if self.port is not None:
+            wait_for_port(self.port, timeout=120, process=self.process)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
     def child(self, needle: str) -> psutil.Process | None:
-        """The embedded worker ("celery") or Redis ("redis-server") of the running serve."""
-        if self.process is None or self.process.poll() is not None:
+        """A child process whose command line contains ``needle`` (serve's embedded worker or Redis)."""
+        if not self.alive():
             return None
-        found = [p for p in psutil.Process(self.process.pid).children() if needle in " ".join(p.cmdline())]
-        return found[0] if found else None
+        for process in psutil.Process(self.process.pid).children():
+            try:
+                if needle in " ".join(process.cmdline()):
+                    return process
+            except psutil.Error:  # gone, or a zombie its parent has not reaped yet
+                continue
+        return None
+
+
+def node_environment(home: Path, port: int, destination: str, broker_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
+    env.update(
+        DERMNODE_HOME=str(home), DERMNODE_PORT=str(port), DERMNODE_BROKER_URL=broker_url,
+        DERMNODE_DESTINATIONS=destination, DERMNODE_QUIET_SECONDS="2", DERMNODE_RECONCILE_SECONDS="5",
+        DERMNODE_VISIBILITY_TIMEOUT="60", DERMNODE_RESTORE_INTERVAL="2", DERMNODE_RETRY_BASE_SECONDS="0.5",
+        DERMNODE_RETRY_MAX_SECONDS="5", DERMNODE_DISPATCH_POLL_SECONDS="0.5",
+        PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    return env
 
 
 # ------------------------------------------------------------------------------------------ sending
@@ -172,28 +176,44 @@ def send(studies: list[Study], port: int, sent: Sent, attempts: int = 15) -> Non
 
 
 # ------------------------------------------------------------------------------------------ killing
-def kill_schedule(node: Node, pacs: Pacs, rng: random.Random, every: float, stopping: threading.Event,
-                  kills: list[tuple[float, str]]) -> None:
-    """SIGKILL one part about every ``every`` seconds (exponential gaps); restart serve and the PACS."""
-    while not stopping.wait(rng.expovariate(1.0 / every)):
-        part = rng.choice(PARTS)
-        if part == "serve" and node.process is not None and node.process.poll() is None:
-            node.process.kill()
-            node.process.wait()
-            kills.append((time.time(), part))
-            time.sleep(rng.uniform(0.5, 3.0))
-            node.start()
-        elif part == "pacs":
-            pacs.process.kill()
-            pacs.process.wait()
-            kills.append((time.time(), part))
-            time.sleep(rng.uniform(0.5, 5.0))
-            pacs.start()
-        elif part in ("worker", "redis"):
-            victim = node.child("celery" if part == "worker" else "redis-server")
+def killers(serve: Peer, pacs: Peer, redis: Peer | None, worker: Peer | None,
+            rng: random.Random) -> dict[str, Callable[[], bool]]:
+    """Per part, a function that SIGKILLs it (True if it was running). This script restarts serve, the
+    PACS and an external Redis or worker after a short random pause; serve restarts its embedded ones."""
+    def restarted(peer: Peer, pause: tuple[float, float]) -> Callable[[], bool]:
+        def kill() -> bool:
+            if not peer.alive():
+                return False
+            peer.kill()
+            time.sleep(rng.uniform(*pause))
+            peer.start()
+            return True
+        return kill
+
+    def embedded(needle: str) -> Callable[[], bool]:
+        def kill() -> bool:
+            victim = serve.child(needle)
             if victim is not None:
                 victim.kill()
-                kills.append((time.time(), part))
+            return victim is not None
+        return kill
+
+    return {
+        "serve": restarted(serve, (0.5, 3.0)),
+        "worker": restarted(worker, (0.5, 3.0)) if worker else embedded("celery"),
+        "redis": restarted(redis, (0.5, 3.0)) if redis else embedded("redis-server"),
+        "pacs": restarted(pacs, (0.5, 5.0)),
+    }
+
+
+def kill_schedule(kill: dict[str, Callable[[], bool]], rng: random.Random, every: float, stopping: threading.Event,
+                  kills: list[tuple[float, str]]) -> None:
+    """SIGKILL one part about every ``every`` seconds (exponential gaps) until ``stopping`` is set."""
+    while not stopping.wait(rng.expovariate(1.0 / every)):
+        part = rng.choice(PARTS)
+        at = time.time()
+        if kill[part]():
+            kills.append((at, part))
 
 
 # ------------------------------------------------------------------------------------------ counting
@@ -241,11 +261,11 @@ def referenced(ds) -> set[str]:
     return found
 
 
-def report(studies: list[Study], sent: Sent, audit: AuditStore, pacs: Pacs, kills: list[tuple[float, str]]) -> int:
+def report(studies: list[Study], sent: Sent, audit: AuditStore, received: Path, kills: list[tuple[float, str]]) -> int:
     sources = {uid for study in studies for uid in study.sop_uids}
     acknowledged = set(sent.acknowledged_at)
     analysed = Counter(e["sop_instance_uid"] for e in audit.events(kind="analysed"))
-    srs, copies, partial = deliveries(pacs.folder, sources)
+    srs, copies, partial = deliveries(received, sources)
     first_delivery = {uid: min(t for _, t in found) for uid, found in srs.items()}
     delivered = {uid for uid in acknowledged if uid in srs}
     second_sets = {uid for uid, found in srs.items() if len({sr for sr, _ in found}) > 1}
@@ -276,31 +296,50 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=20.0, help="mean seconds between kills")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for results after sending "
                         "(default 300 + 3 s per instance)")
+    parser.add_argument("--broker", choices=("embedded", "external"), default="embedded",
+                        help="serve's embedded Redis and worker, or a redis-server without persistence and a "
+                             "`dermnode worker` started (and restarted) by this script")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the peers (finally below) on SIGTERM too
     rng = random.Random(args.seed)
     work = args.keep or Path(tempfile.mkdtemp(prefix="dermnode-soak-"))
     work.mkdir(parents=True, exist_ok=True)
     studies = make_studies(work / "studies", args.instances, rng, args.data)
     print(f"{args.instances} instances in {len(studies)} studies; work folder {work}")
-    pacs = Pacs(work / "pacs")
-    pacs.start()
-    node = Node(work / "node", free_port(), pacs.address, work / "serve.log")
-    node.start()
+    pacs_port, node_port, redis_port = free_port(), free_port(), free_port()
+    (work / "pacs").mkdir(parents=True, exist_ok=True)
+    pacs = Peer([binary("storescp"), "--aetitle", "PACS", "--output-directory", str(work / "pacs"), "--promiscuous",
+                 "+xa", "--unique-filenames", str(pacs_port)], work / "pacs.log", pacs_port, DCMTK_ENV)
+    redis = worker = None
+    broker_url = ""
+    if args.broker == "external":
+        (work / "redis").mkdir(exist_ok=True)
+        redis = Peer([binary("redis-server"), "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
+                      "--appendonly", "no", "--dir", str(work / "redis")], work / "redis.log", redis_port)
+        broker_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = node_environment(work / "node", node_port, f"PACS@127.0.0.1:{pacs_port}", broker_url)
+    serve = Peer([sys.executable, "-m", "dermnode.cli", "serve"], work / "serve.log", node_port, env)
+    if args.broker == "external":
+        worker = Peer([sys.executable, "-m", "dermnode.cli", "worker"], work / "worker.log", None, env)
+    for peer in (pacs, redis, serve, worker):
+        if peer is not None:
+            peer.start()
     sent, kills, stopping = Sent(), [], threading.Event()
-    killer = threading.Thread(target=kill_schedule, args=(node, pacs, rng, args.kill_every, stopping, kills), daemon=True)
+    killer = threading.Thread(target=kill_schedule, args=(killers(serve, pacs, redis, worker, rng), rng,
+                                                          args.kill_every, stopping, kills), daemon=True)
     started = time.monotonic()
     killer.start()
     try:
-        send(studies, node.port, sent)
+        send(studies, node_port, sent)
         print(f"sent in {time.monotonic() - started:.0f} s with {len(kills)} kills so far; waiting for the results")
-        audit = AuditStore(f"sqlite:///{node.home / 'dermnode.db'}")
+        audit = AuditStore(f"sqlite:///{work / 'node' / 'dermnode.db'}")
         sources = {uid for study in studies for uid in study.sop_uids}
         timeout = args.timeout or 300 + 3 * args.instances
         deadline, kills_until = time.monotonic() + timeout, time.monotonic() + timeout / 2
         while time.monotonic() < deadline:
-            if set(sent.acknowledged_at) <= set(deliveries(pacs.folder, sources)[0]):
+            if set(sent.acknowledged_at) <= set(deliveries(work / "pacs", sources)[0]):
                 break
             if time.monotonic() > kills_until:
                 stopping.set()  # leave the rest of the time to finish without disturbance
@@ -309,16 +348,12 @@ def main() -> int:
         killer.join(timeout=180)
         time.sleep(15.0)  # a few more reconciler and dispatcher passes: would anything come twice?
         print(f"finished after {time.monotonic() - started:.0f} s")
-        return report(studies, sent, audit, pacs, kills)
+        return report(studies, sent, audit, work / "pacs", kills)
     finally:
         stopping.set()
-        if node.process is not None and node.process.poll() is None:
-            node.process.send_signal(signal.SIGTERM)
-            try:
-                node.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-        stop(pacs.process)
+        for peer in (serve, worker, redis, pacs):
+            if peer is not None and peer.alive():
+                stop(peer.process, timeout=60)
 
 
 if __name__ == "__main__":

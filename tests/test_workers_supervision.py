@@ -91,8 +91,16 @@ def assert_exactly_once(audit: AuditStore, sop_uids: list[str]) -> None:
 
 
 def child(serve: subprocess.Popen, needle: str) -> psutil.Process:
-    (found,) = [p for p in psutil.Process(serve.pid).children() if needle in " ".join(p.cmdline())]
-    return found
+    """The one running child of serve whose command line contains ``needle``."""
+    found = []
+    for process in psutil.Process(serve.pid).children():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and needle in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # gone meanwhile
+            continue
+    (process,) = found
+    return process
 
 
 def test_external_redis_killed_and_restarted_empty(tmp_path: Path) -> None:

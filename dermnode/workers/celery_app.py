@@ -118,6 +118,7 @@ def live_tasks(settings: Settings) -> set[str]:
     with celery_for(settings).connection_for_read() as connection:
         channel = connection.default_channel
         client = channel.client
+        # kombu keeps one Redis list per queue and priority step (_q_for_pri names them)
         raw = [item for queue in {settings.queue, analysis_queue(settings)} for step in channel.priority_steps
                for item in client.lrange(channel._q_for_pri(queue, step), 0, -1)]
         messages = [json.loads(item) for item in raw]
@@ -125,10 +126,13 @@ def live_tasks(settings: Settings) -> set[str]:
     found: set[str] = set()
     for message in messages:
         found.add(str(message.get("headers", {}).get("id")))
-        body = message.get("body", "")
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0] if body else []
+        try:  # a JSON body [args, kwargs, embed]; another application's message may be anything
+            body = message.get("body", "")
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args = json.loads(body)[0]
+        except (ValueError, TypeError, LookupError):
+            continue
         found.update(arg for arg in args if isinstance(arg, str))
     return found
 
