@@ -53,6 +53,7 @@ def test_dead_worker_and_redis_are_restarted_and_reported(tmp_path: Path) -> Non
     with EmbeddedQueue(settings, on_event=lambda kind, **details: events.append((kind, details))) as queue:
         enqueue_study(queue.settings, "1.2.3.4", "key-1")
         queue.redis.set("marker", "1")
+        time.sleep(2.5)  # appendfsync everysec: a write is on disk within two seconds (the reconciler covers those)
         first_worker, first_redis = queue.worker.pid, queue.redis_server.pid
         os.kill(first_worker, signal.SIGKILL)
         os.kill(first_redis, signal.SIGKILL)
@@ -62,7 +63,7 @@ def test_dead_worker_and_redis_are_restarted_and_reported(tmp_path: Path) -> Non
             time.sleep(0.2)
         assert queue.worker_alive() and queue.worker.pid != first_worker
         assert queue.redis_server.alive() and queue.redis_server.pid != first_redis
-        assert queue.redis.get("marker") == b"1", "the append-only file kept what Redis had a second ago"
+        assert queue.redis.get("marker") == b"1", "the append-only file kept what Redis had two seconds ago"
         assert [kind for kind, _ in events] == ["redis_restarted", "worker_restarted"]
         assert events[1][1]["previous_pid"] == first_worker and events[1][1]["exit_status"] == -signal.SIGKILL
         assert wait_for_worker(queue.settings, timeout=60), (tmp_path / "home/logs/worker.log").read_text()
@@ -105,8 +106,9 @@ def test_worker_command_consumes_the_queues_it_is_given(tmp_path: Path) -> None:
             active = celery_for(settings).control.inspect(timeout=5, limit=1).active_queues()
             assert [[q["name"] for q in queues] for queues in active.values()] == [["gpu"]]
             stats = celery_for(settings).control.inspect(timeout=5, limit=1).stats()
-            (worker_stats,) = stats.values()
+            ((name, worker_stats),) = stats.items()
             assert worker_stats["prefetch_count"] == 1  # worker_prefetch_multiplier 1, one process
+            assert name.startswith("dermnode-") and f"-{worker.pid}@" in name  # a node name of its own
         finally:
             stop(worker)
             log.close()

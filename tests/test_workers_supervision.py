@@ -2,7 +2,8 @@
 result exactly once.
 
 * an external redis-server (Debian) killed after studies were queued and restarted empty: serve's
-  reconciler queues the lost studies again (worker: the analysis double of test_workers_redelivery);
+  reconciler queues the lost studies again (worker: the analysis double of test_workers_redelivery),
+  also when serve died with it and starts afresh;
 * the embedded Redis inside `dermnode serve` killed: serve restarts it (append-only file) and the
   studies complete (real starter models);
 * the embedded worker killed: serve restarts it and the studies complete.
@@ -128,6 +129,40 @@ def test_external_redis_killed_and_restarted_empty(tmp_path: Path) -> None:
         assert len(audit.events(kind="study_analysed")) == 5
     finally:
         stop(worker)
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+        stop(redis_process)
+        audit.close()
+
+
+def test_serve_restarted_after_redis_lost_its_messages_queues_them_again(tmp_path: Path) -> None:
+    from dermnode.workers.celery_app import live_tasks
+
+    port = free_port()
+    redis_process = start_redis(port, tmp_path / "redis")
+    settings = node_settings(tmp_path, broker_url=f"redis://127.0.0.1:{port}/0", quiet_seconds=0.3)
+    log = tmp_path / "serve.log"
+    serve = start_serve(settings, log)  # no worker: the study stays queued
+    audit = AuditStore(settings.database_url)
+    try:
+        send_studies(settings, tmp_path / "in", count=1)
+        wait_until(lambda: audit.events(kind="queued"), 30, "the study queued", [log])
+        (queued,) = audit.events(kind="queued")
+        serve.kill()  # the node and Redis die together; Redis comes back empty
+        serve.wait()
+        redis_process.kill()
+        redis_process.wait()
+        redis_process = start_redis(port, tmp_path / "redis")
+        assert live_tasks(settings) == set()
+        serve = start_serve(settings, log)
+        wait_until(lambda: audit.events(kind="requeued"), 30, "the study queued again on start", [log])
+        (requeued,) = audit.events(kind="requeued")
+        assert requeued["study_uid"] == queued["study_uid"]
+        assert requeued["details"]["previous_task_id"] == queued["details"]["task_id"]
+        assert {queued["details"]["idempotency_key"], requeued["details"]["task_id"]} <= live_tasks(settings)
+        time.sleep(3.0)  # more passes: the live message is not queued a second time
+        assert len(audit.events(kind="requeued")) == 1
+    finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
         stop(redis_process)

