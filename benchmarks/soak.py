@@ -234,7 +234,8 @@ def header(path: Path) -> tuple[str, str, frozenset[str]] | None:
     return _headers[key]
 
 
-def deliveries(folder: Path, sources: set[str]) -> tuple[dict[str, list[tuple[str, float]]], dict[str, list[float]], int]:
+def deliveries(folder: Path, sources: set[str]
+               ) -> tuple[dict[str, list[tuple[str, float]]], dict[str, list[float]], int]:
     """Per source SOP UID: (SR SOP UID, arrival time) for each SR at the PACS; per result SOP UID: the
     arrival times of its copies; how many files cannot be read."""
     srs: dict[str, list[tuple[str, float]]] = defaultdict(list)

@@ -101,7 +101,8 @@ class Reconciler:
         if len(earlier) >= self.max_requeues:
             self.audit.mark_key(claim, "abandoned", task_id)
             self.audit.record("error", study_uid, idempotency_key=key, task_id=task_id,
-                              reason=f"queued {len(earlier) + 1} times and never analysed; giving up (see the worker log)")
+                              reason=f"queued {len(earlier) + 1} times and never analysed; giving up "
+                                     "(see the worker log)")
             log.error("study %s: queued %d times and never analysed; giving up", study_uid, len(earlier) + 1)
             return False
         new_task = self.assembler.enqueue(study_uid, key)

@@ -117,7 +117,8 @@ class EmbeddedQueue:
             "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
         ]
         with (self.settings.log_dir / "redis.log").open("ab") as log_handle:
-            process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT,
+                                       preexec_fn=_die_with_parent)
         client = redis.Redis(unix_socket_path=str(self.socket_file), socket_timeout=1.0)
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline and process.poll() is None:

@@ -74,7 +74,8 @@ class Supervised:
             self._started_at = now
             return False
         self.restarts += 1
-        log.warning("embedded %s restarted: pid %d (was %d, exit status %s)", self.name, self.process.pid, old_pid, status)
+        log.warning("embedded %s restarted: pid %d (was %d, exit status %s)", self.name, self.process.pid, old_pid,
+                    status)
         if self.on_event is not None:
             try:
                 self.on_event(f"{self.name}_restarted", pid=self.process.pid, previous_pid=old_pid,
