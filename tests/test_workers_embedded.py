@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,12 @@ def test_embedded_queue_runs_a_worker_and_stops_everything(tmp_path: Path) -> No
     with EmbeddedQueue(settings) as queue:
         assert queue.broker_url.startswith("redis+socket://")
         assert wait_for_worker(queue.settings, timeout=60), (tmp_path / "home/logs/worker.log").read_text()
-        worker_pid, redis_pid = queue.worker.pid, queue.redis.pid
-        queue.check()  # the worker is alive: no error
+        worker_pid, redis_pid = queue.worker.pid, queue.redis_server.pid
+        assert queue.worker_alive()
+        queue.check()  # both alive: nothing restarted
+        assert queue.worker.pid == worker_pid and queue.redis_server.pid == redis_pid
+        assert queue.redis.config_get("appendonly") == {"appendonly": "yes"}
+        assert queue.redis.config_get("appendfsync") == {"appendfsync": "everysec"}
     assert not alive(worker_pid) and not alive(redis_pid)
 
 
@@ -41,13 +47,26 @@ def test_embedded_queue_keeps_queued_studies_across_a_restart(tmp_path: Path) ->
         assert queue.redis.llen("persist") == 1  # saved to <home>/queue/redis.db on stop
 
 
-def test_dead_worker_is_reported(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path / "home", broker_url="")
-    with EmbeddedQueue(settings) as queue:
-        queue.worker.kill()
-        queue.worker.wait()
-        with pytest.raises(RuntimeError, match="embedded worker exited"):
+def test_dead_worker_and_redis_are_restarted_and_reported(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path / "home", broker_url="", queue="restart")
+    events: list[tuple[str, dict]] = []
+    with EmbeddedQueue(settings, on_event=lambda kind, **details: events.append((kind, details))) as queue:
+        enqueue_study(queue.settings, "1.2.3.4", "key-1")
+        queue.redis.set("marker", "1")
+        time.sleep(2.5)  # appendfsync everysec: a write is on disk within two seconds (the reconciler covers those)
+        first_worker, first_redis = queue.worker.pid, queue.redis_server.pid
+        os.kill(first_worker, signal.SIGKILL)
+        os.kill(first_redis, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (queue.worker_alive() and queue.worker.pid != first_worker):
             queue.check()
+            time.sleep(0.2)
+        assert queue.worker_alive() and queue.worker.pid != first_worker
+        assert queue.redis_server.alive() and queue.redis_server.pid != first_redis
+        assert queue.redis.get("marker") == b"1", "the append-only file kept what Redis had two seconds ago"
+        assert [kind for kind, _ in events] == ["redis_restarted", "worker_restarted"]
+        assert events[1][1]["previous_pid"] == first_worker and events[1][1]["exit_status"] == -signal.SIGKILL
+        assert wait_for_worker(queue.settings, timeout=60), (tmp_path / "home/logs/worker.log").read_text()
 
 
 def test_worker_command_needs_a_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,8 +106,9 @@ def test_worker_command_consumes_the_queues_it_is_given(tmp_path: Path) -> None:
             active = celery_for(settings).control.inspect(timeout=5, limit=1).active_queues()
             assert [[q["name"] for q in queues] for queues in active.values()] == [["gpu"]]
             stats = celery_for(settings).control.inspect(timeout=5, limit=1).stats()
-            (worker_stats,) = stats.values()
+            ((name, worker_stats),) = stats.items()
             assert worker_stats["prefetch_count"] == 1  # worker_prefetch_multiplier 1, one process
+            assert name.startswith("dermnode-") and f"-{worker.pid}@" in name  # a node name of its own
         finally:
             stop(worker)
             log.close()

@@ -76,7 +76,7 @@ def test_worker_killed_mid_task_study_is_processed_exactly_once(tmp_path: Path) 
     from dermnode.node.audit import AuditStore
     from dermnode.node.settings import load_settings
     from dermnode.node.spool import Spool
-    from dermnode.workers.celery_app import celery_for
+    from dermnode.workers.celery_app import celery_for, live_tasks
     from dermnode.workers.demo import synthetic_images
     from dermnode.workers.tasks import enqueue_study
 
@@ -102,6 +102,9 @@ def test_worker_killed_mid_task_study_is_processed_exactly_once(tmp_path: Path) 
             first.kill()  # SIGKILL: no warm shutdown, no requeue by the dying worker
             first.wait()
             assert audit.events(study_uid, kind="outbox") == []  # it really died mid-task
+            # Unacknowledged, the dead worker's message is still live for serve's reconciler, which
+            # therefore leaves the study to the visibility timeout instead of queueing it again.
+            assert key in live_tasks(settings)
 
             second = start_worker(env, 0.5, logs[1])
             done = lambda: audit.events(study_uid, kind="study_analysed")  # noqa: E731
@@ -112,6 +115,7 @@ def test_worker_killed_mid_task_study_is_processed_exactly_once(tmp_path: Path) 
             assert len(audit.events(study_uid, kind="outbox")) == 1
             assert len(audit.events(study_uid, kind="analysed")) == 1
             assert len(audit.events(study_uid, kind="study_analysed")) == 1
+            wait_until(lambda: key not in live_tasks(settings), 30, "the acknowledgement", logs)  # nothing live left
             results = sorted(p.name for p in (settings.outbox_dir / study_uid).glob("*.dcm"))
             assert len(results) == 3  # SEG, SR and (P(MEL) 0.4 >= 0.3) KOS: one result set
 

@@ -1,8 +1,9 @@
 """Study assembly: a study is complete when no new instance arrived for ``quiet_seconds``.
 
 Then it is enqueued once, with an idempotency key (sha256 of the study UID and its sorted SOP
-instance UIDs) recorded in the database, so the same content is never queued twice. On start,
-``recover`` finds spooled studies whose key was never queued (the node died between answering
+instance UIDs) recorded in the database, so the same content is never queued twice. ``recover``
+(on start, then on every pass of the reconciler, see reconcile.py) finds spooled studies that are
+not waiting for their quiet period and whose key was never queued (the node died between answering
 success and enqueueing) and schedules them again.
 """
 
@@ -41,6 +42,7 @@ class StudyAssembler:
         self.quiet_seconds = quiet_seconds
         self.retry_seconds = retry_seconds
         self._due: dict[str, float] = {}
+        self._busy: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -56,9 +58,13 @@ class StudyAssembler:
         return idempotency_key(study_uid, (path.stem for path in self.spool.study_files(study_uid)))
 
     def recover(self) -> list[str]:
-        """Schedule every spooled study whose current content was never queued; returns their UIDs."""
+        """Schedule every spooled study whose current content was never queued (and that is not
+        waiting for its quiet period already); returns their UIDs."""
         found = []
+        waiting = set(self.pending())
         for study_uid in self.spool.studies():
+            if study_uid in waiting:
+                continue
             key = self.key_for(study_uid)
             if self.audit.key_state(f"enqueue:{key}") in (None, "pending"):
                 found.append(study_uid)
@@ -70,8 +76,9 @@ class StudyAssembler:
         return found
 
     def pending(self) -> list[str]:
+        """Studies in their quiet period or being queued right now."""
         with self._lock:
-            return sorted(self._due)
+            return sorted(self._due.keys() | self._busy)
 
     # ------------------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -92,9 +99,16 @@ class StudyAssembler:
                 ready = [uid for uid, due in self._due.items() if due <= now]
                 for uid in ready:
                     del self._due[uid]
+                self._busy.update(ready)
                 next_due = min(self._due.values(), default=now + 3600)
             for study_uid in ready:
-                self.complete(study_uid)
+                try:
+                    self.complete(study_uid)
+                except Exception:  # noqa: BLE001 - e.g. an unreadable spool folder; recover() tries again
+                    log.exception("study %s: cannot be completed", study_uid)
+                finally:
+                    with self._lock:
+                        self._busy.discard(study_uid)
             if not ready:
                 self._wake.wait(timeout=max(0.05, next_due - time.monotonic()))
 

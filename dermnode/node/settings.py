@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     max_attempts: int = 0
     #: How often the dispatcher looks for due deliveries.
     dispatch_poll_seconds: float = 1.0
+    #: How often serve's reconciler looks for complete, unanalysed studies with no live task
+    #: (broker restarted, message lost) and queues them again; at most reconcile_max_requeues
+    #: times per study content before it is reported as an error and left alone.
+    reconcile_seconds: float = 30.0
+    reconcile_max_requeues: int = 5
     log_level: str = "INFO"
     #: Sign the audit log's hash chain with HMAC-SHA256 under this key (optional; see audit_chain.py).
     audit_hmac_key: str | None = None
@@ -149,7 +154,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("quiet_seconds", "retry_base_seconds", "retry_max_seconds", "dispatch_poll_seconds",
-                     "visibility_timeout", "restore_interval")
+                     "visibility_timeout", "restore_interval", "reconcile_seconds")
     @classmethod
     def _positive(cls, value: float | None) -> float | None:
         if value is not None and value <= 0:

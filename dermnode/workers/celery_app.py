@@ -14,6 +14,11 @@ Delivery guarantees (Celery's Redis transport):
   such messages every ``restore_interval`` seconds (default 10) and when they start.
 * ``worker_prefetch_multiplier = 1``: a worker holds one study at a time, so a dying worker strands
   at most one.
+* Redis itself may lose messages (an external redis-server restarted without persistence, the last
+  second before a crash). ``dermnode serve``'s reconciler (node/reconcile.py) covers that: it asks
+  ``live_tasks`` which studies the broker still holds, waiting in a queue or delivered and not yet
+  acknowledged (kombu's ``unacked`` hash, where a dead worker's message waits for its visibility
+  timeout), and queues again the complete, unanalysed studies that are in neither.
 
 Queues: studies go to ``settings.queue``; when ``settings.gpu_queue`` is set they go there instead,
 for workers on GPU hosts (``dermnode worker --queues <gpu_queue>``). Messages are JSON.
@@ -25,8 +30,10 @@ embedded queue hands a worker subprocess the exact settings of the node that sta
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
 from pathlib import Path
 
 from celery import Celery
@@ -94,6 +101,48 @@ def worker_settings() -> Settings:
     if path:
         return load_settings(**json.loads(Path(path).read_text()))
     return load_settings()
+
+
+def worker_node_name() -> str:
+    """A Celery node name of its own for this worker process: ``dermnode-<host>-<pid>@<host>``."""
+    host = socket.gethostname()
+    return f"dermnode-{host}-{os.getpid()}@{host}"
+
+
+def live_tasks(settings: Settings) -> set[str]:
+    """Task ids and string arguments (study UID, idempotency key) of every message the broker holds
+    for the node's queues: waiting, or delivered to a worker and not yet acknowledged.
+
+    Raises the transport's error when the broker cannot be reached.
+    """
+    with celery_for(settings).connection_for_read() as connection:
+        channel = connection.default_channel
+        client = channel.client
+        # kombu keeps one Redis list per queue and priority step (_q_for_pri names them)
+        raw = [item for queue in {settings.queue, analysis_queue(settings)} for step in channel.priority_steps
+               for item in client.lrange(channel._q_for_pri(queue, step), 0, -1)]
+        messages = [json.loads(item) for item in raw]
+        messages += [json.loads(item)[0] for item in client.hvals(channel.unacked_key)]  # [message, exchange, key]
+    found: set[str] = set()
+    for message in messages:
+        found.add(str(message.get("headers", {}).get("id")))
+        try:  # a JSON body [args, kwargs, embed]; another application's message may be anything
+            body = message.get("body", "")
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args = json.loads(body)[0]
+        except (ValueError, TypeError, LookupError):
+            continue
+        found.update(arg for arg in args if isinstance(arg, str))
+    return found
+
+
+def workers_answering(settings: Settings, timeout: float = 1.0) -> bool:
+    """True when at least one worker answers a ping on the broker within ``timeout`` seconds."""
+    try:
+        return bool(celery_for(settings).control.ping(timeout=timeout))
+    except Exception:  # noqa: BLE001 - a broker that cannot be reached has no worker either
+        return False
 
 
 _app: Celery | None = None

@@ -33,7 +33,7 @@ def worker(
     loglevel: Optional[str] = typer.Option(None, help="Log level (default: the log_level setting)."),
 ) -> None:
     """Consume studies from the configured broker (DERMNODE_BROKER_URL) and analyse them."""
-    from dermnode.workers.celery_app import analysis_queue, make_celery
+    from dermnode.workers.celery_app import analysis_queue, make_celery, worker_node_name
 
     settings = _settings(config)
     if not settings.broker_url:
@@ -47,7 +47,7 @@ def worker(
     names = queues or ",".join(sorted({settings.queue, analysis_queue(settings)}))
     app.worker_main([
         "worker", "--pool", pool, "--concurrency", str(concurrency), "--queues", names,
-        "--loglevel", loglevel or settings.log_level,
+        "--loglevel", loglevel or settings.log_level, "--hostname", worker_node_name(),
     ])
 
 
