@@ -35,7 +35,7 @@ class Node:
     def __init__(self, settings: Settings, enqueue: Enqueue, live_tasks: LiveTasks | None = None,
                  worker_alive: Callable[[], bool] | None = None) -> None:
         self.settings = settings
-        self.audit = AuditStore(settings.database_url)
+        self.audit = AuditStore.from_settings(settings)
         self.spool = Spool(settings.spool_dir)
         self.assembler = StudyAssembler(self.spool, self.audit, enqueue, settings.quiet_seconds)
         self.reconciler = None if live_tasks is None else Reconciler(
