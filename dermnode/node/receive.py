@@ -72,11 +72,15 @@ def decoded_instance(event: evt.Event) -> Dataset:
     return ds
 
 
-def check_instance(ds: Dataset) -> None:
+def check_instance(ds: Dataset, request: Dataset) -> None:
     """Refuse (InvalidInstance, with a reason) a decoded instance the node cannot give a result for."""
     try:
         check_incoming(ds)
         check_identity(ds)
+        if str(ds.SOPInstanceUID).strip() != str(request.AffectedSOPInstanceUID).strip():
+            raise InvalidInstance("the SOP Instance UID differs from the C-STORE request's")
+        if str(ds.SOPClassUID).strip() != str(request.AffectedSOPClassUID).strip():
+            raise InvalidInstance("the SOP Class UID differs from the C-STORE request's")
         check_decodable(ds)
     except InvalidInstance:
         raise
@@ -104,7 +108,7 @@ class Receiver:
             ds = decoded_instance(event)
             study_uid = valid_uid(ds.get("StudyInstanceUID"))
             sop_uid = valid_uid(ds.get("SOPInstanceUID")) or sop_uid
-            check_instance(ds)
+            check_instance(ds, event.request)
             _, is_new = self.spool.store_encoded(study_uid, sop_uid, event.encoded_dataset())
         except (InvalidInstance, InvalidUID) as exc:
             log.warning("refused instance %s from %s: %s", sop_uid, calling_ae, exc)

@@ -12,6 +12,9 @@ streams. Here:
 - :class:`LimitedServer` refuses (closes) a new connection when ``max_associations`` are open, or
   ``max_associations_per_peer`` from the same address; TLS handshakes happen in the
   connection's own thread under the same timeouts, never in the accept loop.
+- :class:`TolerantStateMachine` drops an event that is invalid in the current state (a peer that
+  breaks the protocol while the node answers, e.g. a PDU before the A-ASSOCIATE-AC) instead of
+  letting pynetdicom's reactor thread die on it; the connection is being aborted anyway.
 - ARTIM (``acse_timeout``, a connection that never sends an A-ASSOCIATE-RQ) and the idle timeout
   of an established association (``network_timeout``) are pynetdicom's own, set on the AE.
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pynetdicom import AE
+from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -129,12 +133,39 @@ class LimitedSocket(AssociationSocket):
         self.on_refused(address, reason)
 
 
+#: Events from the node's own side (PS3.8 9.2): a primitive the association thread queued.
+_LOCAL_EVENTS = {"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"}
+
+
+class TolerantStateMachine(StateMachine):
+    """A state machine that drops events invalid in its state rather than raising in the reactor.
+
+    pynetdicom raises InvalidEventError from its reactor thread, e.g. when the association thread
+    answers (A-ASSOCIATE-AC, a C-STORE response) after the peer's protocol error has already put
+    the connection in Sta13 (closing): the thread dies with a traceback. A dropped local event's
+    primitive is taken off the queue (pynetdicom only peeks at it before the action).
+    """
+
+    @classmethod
+    def adopt(cls, machine: StateMachine) -> None:
+        machine.__class__ = cls
+
+    def do_action(self, event: str) -> None:
+        if (event, self.current_state) in TRANSITION_TABLE:
+            super().do_action(event)
+            return
+        log.debug("dropping %s in state %s: the connection is closing", event, self.current_state)
+        if event in _LOCAL_EVENTS:
+            self.dul.to_provider_queue.get(block=False)
+
+
 class LimitedRequestHandler(RequestHandler):
     server: LimitedServer
 
     def _create_association(self):  # noqa: ANN202 - pynetdicom's Association
         assoc = super()._create_association()
         LimitedSocket.adopt(assoc.dul.socket, self.server.limits, self.server.on_refused)
+        TolerantStateMachine.adopt(assoc.dul.state_machine)
         return assoc
 
 
