@@ -26,6 +26,8 @@ from dermnode.dicom_templates.image_conversion import (
     check_decodable,
     check_identity,
     check_incoming,
+    patient_metadata,
+    pixel_spacing_mm,
     valid_uid,
 )
 from dermnode.node.audit import AuditStore
@@ -82,6 +84,7 @@ def check_instance(ds: Dataset, request: Dataset) -> None:
         if str(ds.SOPClassUID).strip() != str(request.AffectedSOPClassUID).strip():
             raise InvalidInstance("the SOP Class UID differs from the C-STORE request's")
         check_decodable(ds)
+        patient_metadata(ds), pixel_spacing_mm(ds)  # what the worker reads from the header must read
     except InvalidInstance:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a number element holding text
