@@ -84,7 +84,8 @@ def check_instance(ds: Dataset, request: Dataset) -> None:
         if str(ds.SOPClassUID).strip() != str(request.AffectedSOPClassUID).strip():
             raise InvalidInstance("the SOP Class UID differs from the C-STORE request's")
         check_decodable(ds)
-        patient_metadata(ds), pixel_spacing_mm(ds)  # what the worker reads from the header must read
+        patient_metadata(ds)  # the header values the worker reads must be readable
+        pixel_spacing_mm(ds)
     except InvalidInstance:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a number element holding text
