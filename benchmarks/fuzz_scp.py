@@ -337,7 +337,8 @@ def send_raw(port: int, chunks: list[bytes], stall: bool) -> str:
 
 
 class Sender:
-    """One association at a time to the node; reopened whenever the node ends one."""
+    """One association at a time to the node; reopened whenever the node ends one, and before the
+    node's idle timeout could abort it (a race that is not the input's doing)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -347,9 +348,13 @@ class Sender:
             for syntax in SUPPORTED_TRANSFER_SYNTAXES:
                 self.ae.add_requested_context(sop_class, syntax)
         self.assoc = None
+        self.last_used = 0.0
 
     def store(self, path: Path) -> int | None:
         """The C-STORE status, or None when no answer came (association aborted or timed out)."""
+        if self.assoc is not None and time.monotonic() - self.last_used > TIMEOUT / 2:
+            self.close()
+        self.last_used = time.monotonic()
         if self.assoc is None or not self.assoc.is_established:
             self.assoc = self.ae.associate("127.0.0.1", self.port, ae_title=AE_TITLE)
             if not self.assoc.is_established:
@@ -359,11 +364,14 @@ class Sender:
             status = self.assoc.send_c_store(path)
         except (ValueError, RuntimeError):
             return -1  # the fuzzer could not send it (no matching context): not an input
+        finally:
+            self.last_used = time.monotonic()
         return int(status.Status) if "Status" in status else None
 
     def close(self) -> None:
         if self.assoc is not None and self.assoc.is_established:
             self.assoc.release()
+        self.assoc = None
 
 
 def echo(port: int) -> bool:
@@ -400,7 +408,8 @@ def run(inputs: int, seed: int, valid_every: int, time_limit: float, root: Path)
     pool = ThreadPoolExecutor(max_workers=8)
     raw_results: list = []
     counts: Counter = Counter()
-    accepted: set[str] = set()
+    accepted: dict[str, str] = {}  # SOP Instance UID -> mutation
+    no_answer: list[str] = []
     valid: dict[str, bool] = {}
     mutations: Counter = Counter()
     path = root / "input.dcm"
@@ -434,12 +443,12 @@ def run(inputs: int, seed: int, valid_every: int, time_limit: float, root: Path)
             counts["inputs"] += 1
             mutations[name.split(" ")[0]] += 1
             if status is None:
-                counts["no answer"] += 1
+                no_answer.append(name)
             elif status == PROCESSING_FAILURE:
                 counts["crashes"] += 1
             elif status == 0:
                 counts["accepted"] += 1
-                accepted.add(sop_uid)
+                accepted[sop_uid] = name
             else:
                 counts["refused"] += 1
         sender.close()
@@ -453,6 +462,7 @@ def run(inputs: int, seed: int, valid_every: int, time_limit: float, root: Path)
         node.close()
     spooled = {p.stem: p for p in (node.home / "spool").rglob("*.dcm")}
     log = node.log.read_text(errors="replace")
+    without_result = [name for uid, name in accepted.items() if uid not in spooled or not result_ready(spooled[uid])]
     lines = log.splitlines()
     crash_lines = ["\n".join(lines[n : n + 12]) for n, line in enumerate(lines)
                    if "Exception in thread" in line or "unexpected error storing" in line]
@@ -461,9 +471,10 @@ def run(inputs: int, seed: int, valid_every: int, time_limit: float, root: Path)
         "inputs": counts["inputs"], "valid": len(valid), "seconds": round(time.monotonic() - start, 1),
         "crashes": counts["crashes"] + int(crashed) + len(crash_lines),
         "crash_samples": crash_lines[:3],
-        "hangs": counts["hangs"], "no_answer": counts["no answer"], "refused": counts["refused"],
+        "hangs": counts["hangs"], "no_answer": len(no_answer), "no_answer_samples": no_answer[:5],
+        "refused": counts["refused"],
         "accepted": counts["accepted"], "raw_closed": counts["raw closed"],
-        "accepted_without_result": sum(1 for uid in accepted if uid not in spooled or not result_ready(spooled[uid])),
+        "accepted_without_result": len(without_result), "without_result_samples": without_result[:5],
         "lost_valid": sum(1 for uid, acknowledged in valid.items() if not acknowledged or uid not in spooled),
         "phi_in_log": log.count(MARKER), "phi_in_audit": audit.count(MARKER.encode()),
         "rss_peak_mb": round(node.peaks["rss_mb"], 1), "threads_peak": node.peaks["threads"],
@@ -493,10 +504,11 @@ def main() -> None:
         print(json.dumps(figures))
         return
     for name, value in figures.items():
-        if name not in ("mutations", "crash_samples"):
+        if not name.endswith("_samples") and name != "mutations":
             print(f"{name:>24}: {value}")
-    for sample in figures["crash_samples"]:
-        print("crash:", sample)
+    for kind in ("crash", "no_answer", "without_result"):
+        for sample in figures[f"{kind}_samples"]:
+            print(f"{kind}:", sample)
     print("inputs by mutation:", ", ".join(f"{k} {v}" for k, v in figures["mutations"].items()))
 
 

@@ -258,3 +258,16 @@ def test_refusals_are_0xc000_with_reasons_and_never_quote_phi(tmp_path: Path, ca
     assert "PATIENTNAME" not in caplog.text
     assert all("PATIENTNAME" not in reason for reason in reasons)
 
+
+
+def test_association_limit_refuses_and_audits(tmp_path: Path) -> None:
+    settings = node_settings(tmp_path, max_associations=2)
+    with running_node(settings, RecordingEnqueue()) as node:
+        held = [socket.create_connection(("127.0.0.1", settings.port), timeout=5) for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            assert _echo(settings)[0] != 0
+        finally:
+            for sock in held:
+                sock.close()
+        assert any(reason.startswith("too many associations") for reason in _reasons(node))

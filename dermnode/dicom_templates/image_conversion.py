@@ -25,6 +25,7 @@ from pydicom import Dataset
 from pydicom.charset import python_encoding
 from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import pixel_array
+from pydicom.pixels.decoders.base import DecodeRunner
 from pydicom.encaps import encapsulate, generate_fragmented_frames, generate_frames
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -71,6 +72,9 @@ COLOUR_INTERPRETATIONS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT
 #: Photometric Interpretations a refusal may name; any other value is not quoted (it could be anything).
 _NAMED_INTERPRETATIONS = {*COLOUR_INTERPRETATIONS, "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "YBR_PARTIAL_420"}
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: The UIDs without which no result can reference an instance: refused at C-STORE when absent.
+REQUIRED_UIDS = {"StudyInstanceUID": "Study Instance UID", "SeriesInstanceUID": "Series Instance UID",
+                 "SOPInstanceUID": "SOP Instance UID"}
 #: Largest accepted Rows or Columns: a header claiming more is refused before anything is decoded.
 MAX_DIMENSION = 16384
 _JPEG_FAMILY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLossless}
@@ -124,15 +128,8 @@ def _check_pixel_header(ds: Dataset, syntax: str = "") -> None:
 
 
 def _quoted_uid(value: str) -> str:
-    """A UID as it may appear in a refusal: itself when it looks like one, else a placeholder."""
-    if not value:
-        return "(none)"
-    return value if len(value) <= 64 and _UID.match(value) else "(not a UID)"
-
-
-#: The UIDs without which no result can reference an instance: refused at C-STORE when absent.
-REQUIRED_UIDS = {"StudyInstanceUID": "Study Instance UID", "SeriesInstanceUID": "Series Instance UID",
-                 "SOPInstanceUID": "SOP Instance UID"}
+    """A UID as it may appear in a refusal: itself when it is one, else a placeholder."""
+    return valid_uid(value) or ("(not a UID)" if value.strip() else "(none)")
 
 
 def valid_uid(value: object) -> str | None:
@@ -165,8 +162,9 @@ def check_decodable(ds: Dataset) -> None:
 
     A JPEG stream must also end with an end-of-image marker: lossless JPEG decoders fill in a
     truncated stream silently. JPEG Baseline and Extended, which the worker decodes with Pillow,
-    are decoded here by Pillow at 1/8 scale: every entropy-coded byte is still read (damage is
-    found), at a fraction of the cost of the full decode; other syntaxes are decoded in full.
+    get pydicom's checks of the Image Pixel module and are decoded by Pillow at 1/8 scale: every
+    entropy-coded byte is still read (damage is found), at a fraction of the cost of the full
+    decode; other syntaxes are decoded in full.
     """
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
@@ -183,10 +181,13 @@ def check_decodable(ds: Dataset) -> None:
         _check_decode_rgb(ds, syntax)
         return
     try:
+        runner = DecodeRunner(UID(syntax))  # pydicom's checks of the Image Pixel module, as decode_rgb's
+        runner.set_source(ds)
+        runner.validate()
         image = Image.open(io.BytesIO(stream), formats=["JPEG"])
         image.draft(image.mode, (max(1, ds.Columns // 8), max(1, ds.Rows // 8)))
         image.load()
-    except Exception:  # noqa: BLE001 - whatever Pillow raises, the stream does not decode
+    except Exception:  # noqa: BLE001 - whatever pydicom or Pillow raises, it does not decode
         raise InvalidInstance(f"the pixel data does not decode as {UID(syntax).name}") from None
     if len(image.getbands()) != 3:
         raise InvalidInstance(f"the JPEG stream has {len(image.getbands())} components, not 3")
