@@ -271,3 +271,24 @@ def test_association_limit_refuses_and_audits(tmp_path: Path) -> None:
             for sock in held:
                 sock.close()
         assert any(reason.startswith("too many associations") for reason in _reasons(node))
+
+
+def test_stalled_tls_handshakes_do_not_block_the_accept_loop(tmp_path: Path) -> None:
+    """pynetdicom does the TLS handshake in its accept loop: one silent client would stop every other."""
+    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.crt"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    settings = node_settings(tmp_path, tls_certificate=tmp_path / "server.crt", tls_private_key=tmp_path / "server.key",
+                             acse_timeout_seconds=2, network_timeout_seconds=2)
+    with running_node(settings, RecordingEnqueue()):
+        silent = [socket.create_connection(("127.0.0.1", settings.port), timeout=5) for _ in range(3)]
+        try:
+            silent[0].sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+            time.sleep(0.3)
+            result = subprocess.run([tool("echoscu"), "+tla", "-ic", "-to", "10", "-aec", settings.ae_title,
+                                     "127.0.0.1", str(settings.port)], capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert all(_closed_within(sock, 10) is not None for sock in silent)
+        finally:
+            for sock in silent:
+                sock.close()
