@@ -1,7 +1,10 @@
 """Photographic DICOM in and out: header checks at C-STORE time, decoding, and image-to-DICOM.
 
 - :func:`check_incoming` is cheap (header only, no decoding) so the SCP can refuse bad instances
-  before it answers; :func:`decode_rgb` decodes and refuses what cannot be decoded.
+  before it answers; :func:`check_identity` refuses instances without the UIDs a result needs or
+  with a character set pydicom cannot decode; :func:`check_decodable` refuses pixel data that
+  does not decode under its transfer syntax; :func:`decode_rgb` decodes and refuses what cannot
+  be decoded. Refusal messages never quote free-text element values (they could hold PHI).
 - :func:`patient_metadata` and :func:`pixel_spacing_mm` read what the models need from a header.
 - :func:`dicomize_image` turns a JPEG/PNG dermoscopy image into a Dermoscopic Photography Image
   Storage instance (JPEG Baseline); baseline JPEG files are carried byte for byte.
@@ -19,9 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom import Dataset
+from pydicom.charset import python_encoding
 from pydicom.dataset import FileMetaDataset
 from pydicom.pixels import pixel_array
-from pydicom.encaps import encapsulate, generate_fragmented_frames
+from pydicom.pixels.decoders.base import DecodeRunner
+from pydicom.encaps import encapsulate, generate_fragmented_frames, generate_frames
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     DermoscopicPhotographyImageStorage,
@@ -64,6 +69,12 @@ SUPPORTED_TRANSFER_SYNTAXES: list[str] = [
     DeflatedExplicitVRLittleEndian,
 ]
 COLOUR_INTERPRETATIONS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+#: Photometric Interpretations a refusal may name; any other value is not quoted (it could be anything).
+_NAMED_INTERPRETATIONS = {*COLOUR_INTERPRETATIONS, "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "YBR_PARTIAL_420"}
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: The UIDs without which no result can reference an instance: refused at C-STORE when absent.
+REQUIRED_UIDS = {"StudyInstanceUID": "Study Instance UID", "SeriesInstanceUID": "Series Instance UID",
+                 "SOPInstanceUID": "SOP Instance UID"}
 #: Largest accepted Rows or Columns: a header claiming more is refused before anything is decoded.
 MAX_DIMENSION = 16384
 _JPEG_FAMILY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLossless}
@@ -83,7 +94,7 @@ def check_incoming(ds: Dataset) -> None:
     """Refuse an instance the node cannot analyse, from its header alone (no decoding)."""
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class not in SUPPORTED_SOP_CLASSES:
-        raise InvalidInstance(f"SOP class {sop_class or '(none)'} is not a supported photographic image class")
+        raise InvalidInstance(f"SOP class {_quoted_uid(sop_class)} is not a supported photographic image class")
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if syntax and syntax not in SUPPORTED_TRANSFER_SYNTAXES:
@@ -101,11 +112,14 @@ def _check_pixel_header(ds: Dataset, syntax: str = "") -> None:
         raise InvalidInstance(f"the header claims {rows}x{columns} pixels, above the limit of {MAX_DIMENSION}")
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if int(ds.get("SamplesPerPixel") or 0) != 3 or photometric not in COLOUR_INTERPRETATIONS:
-        raise InvalidInstance(f"{photometric or 'an unknown'} image: only colour (3-sample) images are analysed")
-    if int(ds.get("BitsAllocated") or 0) != 8:
-        raise InvalidInstance(f"{ds.get('BitsAllocated')} bits allocated: only 8-bit colour images are analysed")
-    if int(ds.get("NumberOfFrames") or 1) != 1:
-        raise InvalidInstance(f"{ds.NumberOfFrames} frames: only single-frame images are analysed")
+        named = photometric if photometric in _NAMED_INTERPRETATIONS else "an unsupported"
+        raise InvalidInstance(f"{named} image: only colour (3-sample) images are analysed")
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits != 8:
+        raise InvalidInstance(f"{bits} bits allocated: only 8-bit colour images are analysed")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames != 1:
+        raise InvalidInstance(f"{frames} frames: only single-frame images are analysed")
     if syntax in _JPEG_FAMILY:
         _check_jpeg_header(_first_fragment(ds.PixelData), rows, columns)
     elif syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
@@ -113,11 +127,84 @@ def _check_pixel_header(ds: Dataset, syntax: str = "") -> None:
             raise InvalidInstance(f"{len(ds.PixelData)} bytes of pixel data for a {rows}x{columns} colour image")
 
 
+def _quoted_uid(value: str) -> str:
+    """A UID as it may appear in a refusal: itself when it is one, else a placeholder."""
+    return valid_uid(value) or ("(not a UID)" if value.strip() else "(none)")
+
+
+def valid_uid(value: object) -> str | None:
+    """The text of a UID (digits and dots, at most 64 characters), or None when it is not one."""
+    text = str(value or "").strip()
+    return text if len(text) <= 64 and _UID.match(text) else None
+
+
+def check_identity(ds: Dataset) -> None:
+    """Refuse an instance whose results could not reference it or whose text cannot be decoded.
+
+    Study, Series and SOP Instance UIDs must be present and valid; every Specific Character Set
+    term must be one pydicom decodes (pydicom would otherwise fall back to Latin-1 silently).
+    Patient and study attributes (Patient ID, name, birth date, sex, Study Date, Accession
+    Number) may be absent or empty: they are carried through (see docs/CONFORMANCE.md).
+    """
+    for keyword, name in REQUIRED_UIDS.items():
+        if keyword not in ds or not str(ds.get(keyword) or "").strip():
+            raise InvalidInstance(f"the instance has no {name}")
+        if valid_uid(ds.get(keyword)) is None:
+            raise InvalidInstance(f"the {name} is not a valid DICOM UID (digits and dots, at most 64)")
+    terms = ds.get("SpecificCharacterSet") or []
+    for term in [terms] if isinstance(terms, str) else terms:
+        if str(term).strip() not in python_encoding:
+            raise InvalidInstance("the Specific Character Set is not one the node can decode")
+
+
+def check_decodable(ds: Dataset) -> None:
+    """Refuse pixel data that does not decode, with the worker's decoder, under its transfer syntax.
+
+    A JPEG stream must also end with an end-of-image marker: lossless JPEG decoders fill in a
+    truncated stream silently. JPEG Baseline and Extended, which the worker decodes with Pillow,
+    get pydicom's checks of the Image Pixel module and are decoded by Pillow at 1/8 scale: every
+    entropy-coded byte is still read (damage is found), at a fraction of the cost of the full
+    decode; other syntaxes are decoded in full.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax not in _JPEG_FAMILY:
+        _check_decode_rgb(ds, syntax)
+        return
+    try:
+        stream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception:  # noqa: BLE001 - any parse error means the encapsulation is broken
+        raise InvalidInstance("the encapsulated pixel data is malformed") from None
+    if not stream.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise InvalidInstance("corrupt JPEG: the stream is truncated (no end-of-image marker)")
+    if syntax not in (JPEGBaseline8Bit, JPEGExtended12Bit):
+        _check_decode_rgb(ds, syntax)
+        return
+    try:
+        runner = DecodeRunner(UID(syntax))  # pydicom's checks of the Image Pixel module, as decode_rgb's
+        runner.set_source(ds)
+        runner.validate()
+        image = Image.open(io.BytesIO(stream), formats=["JPEG"])
+        image.draft(image.mode, (max(1, ds.Columns // 8), max(1, ds.Rows // 8)))
+        image.load()
+    except Exception:  # noqa: BLE001 - whatever pydicom or Pillow raises, it does not decode
+        raise InvalidInstance(f"the pixel data does not decode as {UID(syntax).name}") from None
+    if len(image.getbands()) != 3:
+        raise InvalidInstance(f"the JPEG stream has {len(image.getbands())} components, not 3")
+
+
+def _check_decode_rgb(ds: Dataset, syntax: str) -> None:
+    try:
+        decode_rgb(ds)
+    except InvalidInstance:
+        raise InvalidInstance(f"the pixel data does not decode as {UID(syntax).name or 'declared'}") from None
+
+
 def _first_fragment(pixel_data: bytes) -> bytes:
     try:
         return next(generate_fragmented_frames(pixel_data, number_of_frames=1))[0]
     except (StopIteration, ValueError, IndexError) as error:
-        raise InvalidInstance(f"the encapsulated pixel data is malformed ({error})") from None
+        raise InvalidInstance(f"the encapsulated pixel data is malformed ({type(error).__name__})") from None
 
 
 def _check_jpeg_header(stream: bytes, rows: int, columns: int) -> None:

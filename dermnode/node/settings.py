@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 11112
     allowed_calling_aes: CommaList = []
+    #: SCP connection hygiene (scp_limits.py): seconds a connection may take to associate (ARTIM);
+    #: seconds without data mid-PDU or on an idle association before it is closed.
+    acse_timeout_seconds: float = 10.0
+    network_timeout_seconds: float = 30.0
+    #: Longest PDU the node announces and buffers; a longer one is aborted unread.
+    max_pdu_bytes: int = 16 * 1024 * 1024
+    #: Concurrent connections in all, and from one peer address; beyond them a connection is refused.
+    max_associations: int = 50
+    max_associations_per_peer: int = 10
     destinations: CommaList = []
     veto_destinations: CommaList = []
     quiet_seconds: float = 10.0
@@ -159,6 +168,27 @@ class Settings(BaseSettings):
     def _positive(cls, value: float | None) -> float | None:
         if value is not None and value <= 0:
             raise ValueError(f"must be more than 0 seconds (got {value})")
+        return value
+
+    @field_validator("acse_timeout_seconds", "network_timeout_seconds")
+    @classmethod
+    def _scp_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be more than 0 seconds (got {value})")
+        return value
+
+    @field_validator("max_pdu_bytes")
+    @classmethod
+    def _max_pdu(cls, value: int) -> int:
+        if not 16384 <= value < 2**32:
+            raise ValueError(f"must be at least 16384 bytes and below 4 GiB (got {value})")
+        return value
+
+    @field_validator("max_associations", "max_associations_per_peer")
+    @classmethod
+    def _association_limit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1 (got {value})")
         return value
 
     @model_validator(mode="after")
