@@ -32,11 +32,12 @@ SOURCE = typer.Option(
 def select_records(data: Path, weights_dir: Path, subset: str, source: str | None = None):
     from dermnode.models.dataset_index import Split, load_records, one_row_per_image
 
-    records = one_row_per_image(load_records(data))
-    if source is not None:
+    records = load_records(data)
+    if source is not None:  # before one row per image: an image filed in two collections counts for both sources
         records = [r for r in records if r.source == source]
         if not records:
             raise typer.BadParameter(f"no image of source {source!r} in {data}")
+    records = one_row_per_image(records)
     if subset == "all":
         return records
     if subset != "validation":
