@@ -188,7 +188,7 @@ def train_bcc_sk(
     )
     card = ModelCard(
         name=NAME,
-        version="0.1.0",
+        version="0.3.0",
         architecture=(
             f"open_clip CLIP ({'custom: ' + str(CPU_CLIP_CONFIG) if profile == 'cpu' else PAPER_MODEL}) with CoOp "
             f"({net.n_ctx} shared context vectors before the class names 'basal cell carcinoma', 'seborrheic "
