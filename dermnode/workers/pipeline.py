@@ -40,7 +40,7 @@ from dermnode.contract import (
 )
 from dermnode.models.input_gate import image_problem
 
-STAGES: tuple[str, ...] = ("segmentation", "radiomics", "classifier", "bcc_sk")
+STAGES: tuple[str, ...] = ("input_gate", "segmentation", "radiomics", "classifier", "bcc_sk")
 DEFAULT_BATCH_SIZE = 8
 
 T = TypeVar("T")
@@ -155,23 +155,26 @@ class Analyzer:
 
     def analyze(self, images: Sequence[SourceImage]) -> list[LesionAnalysis]:
         """One LesionAnalysis per image, in order, analysing ``batch_size`` images at a time."""
-        refusals = []
+        refusals, gate_seconds = [], []
         for image in images:
+            start = time.perf_counter()
             try:
                 refusals.append(self.pixel_gate(image.rgb))
             except ValueError as error:  # not an image at all (shape): say so, as the gate would
                 refusals.append(f"not analysable: {error}")
-        kept = [image for image, refusal in zip(images, refusals) if refusal is None]
+            gate_seconds.append(time.perf_counter() - start)
+        kept = [i for i, refusal in enumerate(refusals) if refusal is None]
         results: list[LesionAnalysis] = []
         for start in range(0, len(kept), self.batch_size):
-            results.extend(self._analyze_batch(kept[start : start + self.batch_size]))
+            batch = kept[start : start + self.batch_size]
+            results.extend(self._analyze_batch([images[i] for i in batch], [gate_seconds[i] for i in batch]))
         analysed = iter(results)
         return [next(analysed) if refusal is None else self.not_analysable(refusal, image.pixel_spacing_mm)
                 for image, refusal in zip(images, refusals)]
 
     # ------------------------------------------------------------------------------- internals
-    def _analyze_batch(self, images: list[SourceImage]) -> list[LesionAnalysis]:
-        seconds = [dict.fromkeys(STAGES, 0.0) for _ in images]
+    def _analyze_batch(self, images: list[SourceImage], gate_seconds: list[float]) -> list[LesionAnalysis]:
+        seconds = [dict.fromkeys(STAGES, 0.0) | {"input_gate": spent} for spent in gate_seconds]
         failures: list[str | None] = [None] * len(images)
 
         segmentations, per_image = _run_batched("segmentation", self.segmenter.predict, [im.rgb for im in images])
@@ -194,12 +197,13 @@ class Analyzer:
         refusals: list[str | None] = [None] * len(images)
         segmented = [i for i in range(len(images)) if failures[i] is None]
         if segmented:
-            verdicts, _ = _run_batched(
+            verdicts, per_image = _run_batched(
                 "input gate",
                 lambda index: self.classifier.atypical([images[i].rgb for i in index], [masks[i] for i in index]),
                 segmented,
             )
             for i, verdict in zip(segmented, verdicts):
+                seconds[i]["input_gate"] += per_image
                 if isinstance(verdict, _ImageFailed):
                     failures[i] = str(verdict)
                 else:
