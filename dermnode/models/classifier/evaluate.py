@@ -169,7 +169,7 @@ def classification_metrics(
         "ablation": {
             name: _aurocs(labels, p) for name, p in outputs.probabilities.items() if name != "fused"
         }
-        | {"image+metadata+radiomics (fine-tuned, shipped)": _aurocs(labels, probs)},
+        | {"shipped (fused head, fine-tuned)": _aurocs(labels, probs)},
     }
     no_metadata = outputs.probabilities.get(NO_METADATA)
     metrics["headline"] = headline_with_intervals(labels, probs, no_metadata)

@@ -242,9 +242,12 @@ def train_classifier(
             + f" on RGB + lesion mask at {config.image_size} px"
             + (", after Shades of Gray colour constancy" if config.colour_constancy else "")
             + (f", cropped to the lesion with a {config.crop_margin:.0%} margin" if config.crop_margin else "")
-            + f"; quantitative branch = metadata (age, sex, site with missing flags; sites of other vocabularies "
-            f"mapped onto ISIC's, unknown = missing) early-fused with {len(selection.names)} selected radiomic "
-            "features (+ missing flag) into 64 units; late fusion through a 1024-wide layer into an 8-way softmax "
+            + "; quantitative branch = metadata (age, sex, site with missing flags; sites of other vocabularies "
+            "mapped onto ISIC's, unknown = missing)"
+            + (f" early-fused with {len(selection.names)} selected radiomic features (+ missing flag)" if config.head_radiomics
+               else f" ({len(selection.names)} selected radiomic features are measured and reported, and train an "
+               "ablation head, but stay out of the shipped head: they did not transfer to a left-out source)")
+            + " into 64 units; late fusion through a 1024-wide layer into an 8-way softmax "
             "(NV MEL BCC BKL AK SCC DF VASC), temperature-scaled; stage 1 image branch, stage 2 fused head on frozen "
             "features then end-to-end fine-tune, metadata hidden at random (field-wise and all at once) so the "
             "image stands alone; cross-entropy weighted by (1/class frequency)^0.5"

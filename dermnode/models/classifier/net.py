@@ -34,10 +34,13 @@ class ClassifierConfig:
     colour_constancy: bool = False  # Shades of Gray before anything else (see classifier.data.prepare_pair)
     crop_margin: float = 0.0  # > 0: square crop around the lesion mask with this margin; 0: whole image
     temperature: float = 1.0  # the fused logits are divided by it (fitted on validation)
+    head_radiomics: bool = True  # the shipped (fused) head sees the radiomic features; the ablation heads always may
 
     @classmethod
     def for_profile(cls, profile: str, n_radiomics: int = 9) -> ClassifierConfig:
-        robust = {"colour_constancy": True, "crop_margin": 0.2}
+        # Radiomic features depend on each camera's resolution and did not transfer to a left-out source
+        # (model card, leave_one_source_out): they stay measured and reported, but out of the fused head.
+        robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False}
         if profile == "cpu":
             return cls(profile="cpu", n_radiomics=n_radiomics, **robust)
         if profile == "paper":
@@ -173,7 +176,7 @@ class FusionNet(nn.Module):
         f = self.image.out_features
         n_meta = len(METADATA_FIELDS)
         self.image_head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(f, len(CLASS_CODES)))
-        self.head = FusionHead(f, n_meta, config.n_radiomics, config.dropout)
+        self.head = FusionHead(f, n_meta, config.n_radiomics if config.head_radiomics else 0, config.dropout)
         self.ablation = nn.ModuleDict(
             {
                 name.replace("+", "_"): FusionHead(

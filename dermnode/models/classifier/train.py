@@ -178,7 +178,8 @@ def train_image_branch(
     scheduler = _cosine(optimizer, settings.epochs * steps_per_epoch)
     weights = class_weights(train.labels)
     checkpoint = work_dir / "stage1.pt"
-    start_epoch, _ = load_checkpoint(checkpoint, net, optimizer, generator, scheduler)
+    trained = nn.ModuleDict({"image": net.image, "image_head": net.image_head})  # what stage 1 trains and keeps
+    start_epoch, _ = load_checkpoint(checkpoint, trained, optimizer, generator, scheduler)
     labels = torch.from_numpy(train.labels)
     for epoch in range(start_epoch, settings.epochs):
         net.train()
@@ -197,7 +198,7 @@ def train_image_branch(
             total, seen = total + loss.item() * len(index), seen + len(index)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         log.info("stage 1 epoch %d loss %.4f", epoch + 1, total / seen)
-        save_checkpoint(checkpoint, epoch + 1, net, optimizer, generator, scheduler)
+        save_checkpoint(checkpoint, epoch + 1, trained, optimizer, generator, scheduler)
 
 
 def train_head(
@@ -298,11 +299,12 @@ def train_all_heads(
     settings: TrainSettings,
 ) -> None:
     """The ablation heads and the fused head, on frozen features (the fused head starts from the
-    full ablation head and is then fine-tuned end to end by :func:`finetune_fused`)."""
+    ablation head with its inputs and is then fine-tuned end to end by :func:`finetune_fused`)."""
     for name in ABLATION_VARIANTS:
         loss = train_head(net.ablation_head(name), features, metadata, radiomics, labels, settings)
         log.info("ablation head %s: final loss %.4f", name, loss)
-    net.head.load_state_dict(net.ablation_head("image+metadata+radiomics").state_dict())
+    start = "image+metadata+radiomics" if net.config.head_radiomics else "image+metadata"
+    net.head.load_state_dict(net.ablation_head(start).state_dict())
 
 
 def new_network(profile: str, n_radiomics: int) -> FusionNet:
