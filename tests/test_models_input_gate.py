@@ -12,6 +12,7 @@ from scipy import ndimage
 from dermnode.models.dataset_index import load_records, one_row_per_image
 from dermnode.models.images import load_rgb
 from dermnode.models.input_gate.checks import FeatureGate, image_problem
+from dermnode.models.model_card import STARTER_DIR
 from peers import shared_data
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (test extra) provides the sample photographs")
@@ -59,3 +60,17 @@ def test_feature_gate_refuses_far_features_and_keeps_near_ones():
     assert all(p and p.startswith("not analysable: does not look like") for p in far)
     again = FeatureGate.from_payload(gate.as_payload())
     assert np.allclose(again.distances(validation), gate.distances(validation), rtol=1e-4)
+
+
+@pytest.mark.skipif(not (STARTER_DIR / "classifier" / "model_card.json").is_file(), reason="no starter classifier yet")
+def test_starter_gate_refuses_photographs_and_passes_dermoscopy(dermoscopy):
+    from dermnode.models.classifier import FusionClassifier
+    from dermnode.models.input_gate.evaluate import gate_decisions
+
+    model = FusionClassifier.load()
+    assert model.gate is not None
+    photos = [skimage_data.astronaut(), skimage_data.coffee(), skimage_data.rocket(), skimage_data.hubble_deep_field()]
+    decisions = gate_decisions(model, photos, progress=False)
+    assert all(d and d.startswith("not analysable") for d in decisions), decisions
+    refused = [d for d in gate_decisions(model, dermoscopy[:150], progress=False) if d]
+    assert len(refused) <= 2, refused  # about 0.2 % on validation; 150 images may carry one

@@ -41,7 +41,7 @@ from dermnode.models.dataset_index import (
     one_row_per_image,
     split_by_lesion,
 )
-from dermnode.models.input_gate.checks import FeatureGate
+from dermnode.models.input_gate.checks import GATE_MARGIN, GATE_QUANTILE, FeatureGate
 from dermnode.models.metrics.classification import (
     one_vs_rest_auroc,
     roc_auc,
@@ -279,15 +279,15 @@ def train_classifier(
     return summary
 
 
-def fit_feature_gate(net, train: ClassifierCache, val: ClassifierCache, quantile: float = 0.995) -> FeatureGate:
+def fit_feature_gate(net, train: ClassifierCache, val: ClassifierCache) -> FeatureGate:
     """The input gate's feature statistics from the (plain, unaugmented) training and validation images."""
-    return FeatureGate.fit(image_features(net, train)[0].numpy(), image_features(net, val)[0].numpy(), quantile)
+    return FeatureGate.fit(image_features(net, train)[0].numpy(), image_features(net, val)[0].numpy())
 
 
-def gate_note(gate: FeatureGate, quantile: float = 0.995) -> str:
+def gate_note(gate: FeatureGate) -> str:
     return (f"Mahalanobis distance of the image branch's {len(gate.mean)} features to the training images' "
-            f"(Ledoit-Wolf covariance); refused above {gate.threshold:.2f}, the {quantile:.1%} quantile of the "
-            "validation images' distances")
+            f"(Ledoit-Wolf covariance); refused above {gate.threshold:.2f}, {GATE_MARGIN} x the {GATE_QUANTILE:.1%} "
+            "quantile of the validation images' distances")
 
 
 def cross_validate(
