@@ -135,18 +135,17 @@ class Analyzer:
 
     def failed(self, reason: str, pixel_spacing_mm: tuple[float, float] | None = None) -> LesionAnalysis:
         """A FAILED analysis that names these models (e.g. for an image that could not be decoded)."""
-        return LesionAnalysis(
-            status=AnalysisStatus.FAILED,
-            veto_threshold=self.veto_threshold,
-            pixel_spacing_mm=pixel_spacing_mm,
-            models=self.identities,
-            failure_reason=reason,
-        )
+        return self._without_result(AnalysisStatus.FAILED, reason, pixel_spacing_mm)
 
     def not_analysable(self, reason: str, pixel_spacing_mm: tuple[float, float] | None = None) -> LesionAnalysis:
         """The input gate's answer for an image that is not analysable dermoscopy."""
+        return self._without_result(AnalysisStatus.NOT_ANALYSABLE, reason, pixel_spacing_mm)
+
+    def _without_result(
+        self, status: AnalysisStatus, reason: str, pixel_spacing_mm: tuple[float, float] | None
+    ) -> LesionAnalysis:
         return LesionAnalysis(
-            status=AnalysisStatus.NOT_ANALYSABLE,
+            status=status,
             veto_threshold=self.veto_threshold,
             pixel_spacing_mm=pixel_spacing_mm,
             models=self.identities,
