@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from dermnode.node.audit import AuditStore
 from dermnode.node.durable import write_durably
 from dermnode.node.schema import deliveries, study_keys, utcnow
-from dermnode.node.send import store_files
+from dermnode.node.send import StoreOutcome, store_files
 from dermnode.node.settings import Settings, parse_destination
 from dermnode.node.spool import check_uid
 from dermnode.node.tls import client_context
@@ -129,16 +129,19 @@ class Dispatcher:
             by_destination[row["destination"]].append(row)
         sent = 0
         for destination, rows in by_destination.items():
-            outcomes = store_files([Path(row["path"]) for row in rows], parse_destination(destination),
-                                   calling_ae=self.settings.ae_title, ssl_context=self._tls)
-            by_path = {str(outcome.path): outcome for outcome in outcomes}
-            for row in rows:
-                outcome = by_path[row["path"]]
+            by_path = {row["path"]: row for row in rows}
+
+            def settle(outcome: StoreOutcome) -> None:  # right after each answer, not after the association
+                nonlocal sent
+                row = by_path[str(outcome.path)]
                 if outcome.stored:
                     self._mark_sent(row, outcome.status)
                     sent += 1
                 else:
                     self._mark_failed(row, outcome.error or "not stored")
+
+            store_files([Path(row["path"]) for row in rows], parse_destination(destination),
+                        calling_ae=self.settings.ae_title, ssl_context=self._tls, on_outcome=settle)
         return sent
 
     def _mark_sent(self, row: dict, status: int) -> None:

@@ -10,7 +10,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -74,15 +74,25 @@ def _contexts(headers: list[_Header]) -> list[tuple[UID, list[UID]]]:
 
 
 def store_files(files: Iterable[Path], destination: Destination, calling_ae: str = "DERMNODE",
-                timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None) -> list[StoreOutcome]:
-    """C-STORE each file over one association (over TLS with ``ssl_context``); one outcome per file."""
+                timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None,
+                on_outcome: Callable[[StoreOutcome], None] | None = None) -> list[StoreOutcome]:
+    """C-STORE each file over one association (over TLS with ``ssl_context``); one outcome per file.
+
+    ``on_outcome`` hears each outcome as soon as it is known (the outbox records "sent" right after
+    each acknowledgement, so that a crash mid-association re-sends at most the file in flight)."""
     outcomes: list[StoreOutcome] = []
+
+    def settle(outcome: StoreOutcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
     headers: list[_Header] = []
     for path in files:
         try:
             headers.append(_read_header(Path(path)))
         except (InvalidDicomError, AttributeError, OSError) as exc:
-            outcomes.append(StoreOutcome(Path(path), None, error=f"not a readable DICOM file: {exc}"))
+            settle(StoreOutcome(Path(path), None, error=f"not a readable DICOM file: {exc}"))
     if not headers:
         return outcomes
     ae = AE(ae_title=calling_ae)
@@ -93,10 +103,12 @@ def store_files(files: Iterable[Path], destination: Destination, calling_ae: str
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         reason = f"association with {destination} {'rejected' if assoc.is_rejected else 'failed'}"
-        return outcomes + [StoreOutcome(h.path, h.sop_instance_uid, error=reason) for h in headers]
+        for header in headers:
+            settle(StoreOutcome(header.path, header.sop_instance_uid, error=reason))
+        return outcomes
     try:
         for header in headers:
-            outcomes.append(_store_one(assoc, header))
+            settle(_store_one(assoc, header))
     finally:
         if assoc.is_established:
             assoc.release()
