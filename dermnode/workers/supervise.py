@@ -14,6 +14,8 @@ import subprocess
 import time
 from typing import Any, Callable
 
+from dermnode.local_processes import stop
+
 log = logging.getLogger(__name__)
 
 #: on_event(kind, **details): called after each restart (serve records it in the audit log)
@@ -87,11 +89,5 @@ class Supervised:
     def stop(self, timeout: float = 30.0) -> None:
         """Terminate (then kill after ``timeout``) the process; it is not restarted afterwards."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop(process, timeout)

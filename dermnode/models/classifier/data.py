@@ -197,16 +197,3 @@ def build_cache(
         mask_source=np.array(sources, dtype="<U9"),
         metadata=np.stack([encode_metadata(r.metadata) for r in records]).astype(np.float32),
     )
-
-
-def load_or_build_cache(data_dir: Path, work_dir: Path, size: int) -> ClassifierCache:
-    """The cache of ``data_dir`` at ``size`` px kept in ``work_dir`` (built on first use)."""
-    from dermnode.models.dataset_index import load_records
-
-    path = Path(work_dir) / f"cache_{size}.npz"
-    if path.is_file():
-        return ClassifierCache.load(path)
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    cache = build_cache(load_records(Path(data_dir)), size)
-    cache.save(path)
-    return cache

@@ -22,6 +22,7 @@ import torch
 from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
+from dermnode.models.classifier.evaluate import MALIGNANT_INDEX
 from dermnode.models.classifier.net import ABLATION_VARIANTS
 from dermnode.models.classifier.radiomics_cache import extend_cache, record_key
 from dermnode.models.classifier.train import (
@@ -52,7 +53,6 @@ from dermnode.models.radiomics import FeatureSelection
 
 log = logging.getLogger(__name__)
 SEGMENTER_KEY = "segmenter_sha256"
-MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in ("MEL", "BCC", "AK", "SCC")]
 
 
 def predicted_masks(records: list[ImageRecord], work_dir: Path, every: bool = False) -> dict[str, np.ndarray | None]:
