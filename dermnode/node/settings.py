@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     reconcile_seconds: float = 30.0
     reconcile_max_requeues: int = 5
     log_level: str = "INFO"
+    #: The operator surface (web/): HTTP address of the worklist page, REST API, /healthz,
+    #: /readyz and /metrics; http_port 0 turns the HTTP server off.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    #: Free disk of the home folder, in MiB, below which C-STORE answers 0xA700 (out of resources)
+    #: with a reason and /readyz fails.
+    disk_watermark_mb: int = 1024
+    #: Days after which exported spool, outbox and result files are pruned (audited); 0 keeps them.
+    retention_days: float = 30.0
     #: Sign the audit log's hash chain with HMAC-SHA256 under this key (optional; see audit_chain.py).
     audit_hmac_key: str | None = None
 
@@ -153,6 +162,20 @@ class Settings(BaseSettings):
     def _port(cls, value: int) -> int:
         if not 1 <= value <= 65535:
             raise ValueError(f"port {value} is outside 1..65535")
+        return value
+
+    @field_validator("http_port")
+    @classmethod
+    def _http_port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"port {value} is outside 0..65535 (0 turns the HTTP server off)")
+        return value
+
+    @field_validator("disk_watermark_mb", "retention_days")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"may not be negative (got {value})")
         return value
 
     @field_validator("veto_threshold")
