@@ -173,7 +173,7 @@ def stack(work: Path, kind: str, workers: int, quiet: float) -> Iterator[Stack]:
         try:
             for peer in peers.values():
                 peer.start()
-            watched = {"servers (redis, postgres)": servers, "serve": _process(peers["serve"].process),
+            watched = {"redis+postgres": servers, "serve": _process(peers["serve"].process),
                        "workers": [p for name, peer in peers.items() if name.startswith("worker")
                                    for p in _process(peer.process)]}
             yield Stack(node_port, work / "pacs", reference_port, database_url, watched)
@@ -203,7 +203,7 @@ def split_embedded(watched: dict[str, list[psutil.Process]]) -> dict[str, list[p
     children = watched["serve"][0].children()
     def matching(needle: str) -> list[psutil.Process]:
         return [c for c in children if needle in " ".join(c.cmdline())]
-    return {"servers (redis, postgres)": matching("redis"), "serve": watched["serve"], "workers": matching("celery")
+    return {"redis+postgres": matching("redis"), "serve": watched["serve"], "workers": matching("celery")
             or matching("worker")}
 
 
