@@ -48,6 +48,8 @@ def _check_compose(config: dict) -> None:
     assert "DERMNODE_DATABASE_URL" not in env, "workers must not reach the database"
     assert not worker.get("volumes"), "workers share no home with the node"
     assert int(worker["deploy"]["replicas"]) >= 1
+    waits_for = worker["depends_on"]["node"]["condition"] if isinstance(worker["depends_on"], dict) else "started"
+    assert waits_for != "service_healthy", "the node is ready only once a worker answers: no deadlock"
     assert "--appendonly" in redis["command"] and "yes" in redis["command"] and redis["volumes"]
     assert services["postgres"]["volumes"] and services["postgres"]["healthcheck"]
     assert "demo-pacs" in services["orthanc"]["profiles"]
@@ -189,6 +191,7 @@ def test_chart_renders_the_node_workers_services_and_secrets() -> None:
         assert service["spec"]["selector"].items() <= node_pod["metadata"]["labels"].items()
         assert all(p["targetPort"] in port_names for p in service["spec"]["ports"])
     assert node["spec"]["serviceName"] in services
+    assert services[node["spec"]["serviceName"]]["spec"]["publishNotReadyAddresses"] is True
 
     env = {e["name"]: e for e in _container(worker)["env"]}
     assert "DERMNODE_DATABASE_URL" not in env, "workers must not reach the database"
