@@ -87,7 +87,8 @@ def _as_owner(command: list[str], owner: pwd.struct_passwd | None) -> list[str]:
 def _run(command: list[str], owner: pwd.struct_passwd | None, env: dict[str, str], timeout: float) -> None:
     result = subprocess.run(_as_owner(command, owner), env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise RuntimeError(f"{Path(command[0]).name} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}")
+        output = (result.stderr or result.stdout).strip()
+        raise RuntimeError(f"{Path(command[0]).name} failed ({result.returncode}): {output}")
 
 
 def _wait_ready(bin_dir: Path, port: int, process: subprocess.Popen, env: dict[str, str], timeout: float) -> None:
