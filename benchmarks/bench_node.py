@@ -163,7 +163,8 @@ def stack(work: Path, kind: str, workers: int, quiet: float) -> Iterator[Stack]:
             servers = [psutil.Process(redis.pid)] + [p for p in psutil.process_iter(["cmdline"])
                                                      if str(cluster.directory) in " ".join(p.info["cmdline"] or [])]
         env = node_environment(work / "node", node_port, f"PACS@127.0.0.1:{pacs_port}", broker_url)
-        env.update(DERMNODE_QUIET_SECONDS=str(quiet), OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+        env.update(DERMNODE_QUIET_SECONDS=str(quiet), DERMNODE_HTTP_PORT=str(free_port()),
+                   OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
         if kind == "production":
             env["DERMNODE_DATABASE_URL"] = database_url
         peers["serve"] = Peer([sys.executable, "-m", "dermnode.cli", "serve"], work / "serve.log", node_port, env)
