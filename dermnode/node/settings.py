@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     #: /readyz and /metrics; http_port 0 turns the HTTP server off.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    #: Stateless workers (workers/link.py): the node's HTTP address as workers on other hosts reach
+    #: it (``http://node:8080``); empty = work on the node's host with its home and database.
+    #: worker_token is the bearer token of serve's worker endpoints (both sides set the same one).
+    node_url: str = ""
+    worker_token: str | None = None
     #: Free disk of the home folder, in MiB, below which C-STORE answers 0xA700 (out of resources)
     #: with a reason and /readyz fails.
     disk_watermark_mb: int = 1024
