@@ -25,6 +25,7 @@ The models are loaded once per worker process, on the first study with images to
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,15 +49,23 @@ MAX_RETRIES = 8
 RETRY_BACKOFF_MAX_SECONDS = 600
 
 _analyzer: Analyzer | None = None
+_analyzer_lock = threading.Lock()
 
 
 def get_analyzer(settings: Settings) -> Analyzer:
-    """The process's Analyzer, loading the models on first use."""
+    """The process's Analyzer, loading the models on first use; with ``batch_images`` set, one that
+    shares model batches among the studies the worker's threads run at once (batching.py)."""
     global _analyzer
-    if _analyzer is None:
-        start = time.perf_counter()
-        _analyzer = Analyzer.load(settings)
-        log.info("models loaded in %.1f s: %s", time.perf_counter() - start, _analyzer.identities)
+    with _analyzer_lock:
+        if _analyzer is None:
+            start = time.perf_counter()
+            analyzer = Analyzer.load(settings)
+            log.info("models loaded in %.1f s: %s", time.perf_counter() - start, analyzer.identities)
+            if settings.batch_images:
+                from dermnode.workers.batching import BatchingAnalyzer
+
+                analyzer = BatchingAnalyzer(analyzer, settings.batch_images, settings.batch_wait_seconds)
+            _analyzer = analyzer
     return _analyzer
 
 
