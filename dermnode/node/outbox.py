@@ -22,12 +22,12 @@ from pydicom import Dataset, dcmwrite
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from dermnode.dicom_templates.uids import check_uid
 from dermnode.node.audit import AuditStore
 from dermnode.node.durable import write_durably
 from dermnode.node.schema import deliveries, study_keys, utcnow
 from dermnode.node.send import StoreOutcome, store_files
 from dermnode.node.settings import Settings, parse_destination
-from dermnode.node.spool import check_uid
 from dermnode.node.tls import client_context
 
 log = logging.getLogger("dermnode.outbox")

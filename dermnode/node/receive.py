@@ -30,10 +30,11 @@ from dermnode.dicom_templates.image_conversion import (
     pixel_spacing_mm,
     valid_uid,
 )
+from dermnode.dicom_templates.uids import InvalidUID
 from dermnode.node.audit import AuditStore
 from dermnode.node.scp_limits import Limits, start_limited_server
 from dermnode.node.settings import Settings
-from dermnode.node.spool import InvalidUID, Spool
+from dermnode.node.spool import Spool
 from dermnode.node.tls import server_context
 
 log = logging.getLogger("dermnode.receive")

@@ -127,6 +127,16 @@ class Settings(BaseSettings):
     #: /readyz and /metrics; http_port 0 turns the HTTP server off.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    #: GPU workers (workers/batching.py): run this many studies at once and analyse their images in
+    #: shared model batches, waiting at most batch_wait_seconds for a batch to fill; 0 = one study
+    #: at a time (the right choice on a CPU).
+    batch_images: int = 0
+    batch_wait_seconds: float = 0.05
+    #: Stateless workers (workers/link.py): the node's HTTP address as workers on other hosts reach
+    #: it (``http://node:8080``); empty = work on the node's host with its home and database.
+    #: worker_token is the bearer token of serve's worker endpoints (both sides set the same one).
+    node_url: str = ""
+    worker_token: str | None = None
     #: Free disk of the home folder, in MiB, below which C-STORE answers 0xA700 (out of resources)
     #: with a reason and /readyz fails.
     disk_watermark_mb: int = 1024
@@ -171,7 +181,7 @@ class Settings(BaseSettings):
             raise ValueError(f"port {value} is outside 0..65535 (0 turns the HTTP server off)")
         return value
 
-    @field_validator("disk_watermark_mb", "retention_days")
+    @field_validator("disk_watermark_mb", "retention_days", "batch_images", "batch_wait_seconds")
     @classmethod
     def _not_negative(cls, value: float) -> float:
         if value < 0:

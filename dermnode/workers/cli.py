@@ -43,6 +43,8 @@ def worker(
     if pool not in ("solo", "prefork"):
         typer.echo(f"--pool {pool!r}: use solo or prefork", err=True)
         raise typer.Exit(2)
+    if settings.batch_images:  # studies run side by side in threads and share model batches (batching.py)
+        pool, concurrency = "threads", settings.batch_images
     app = make_celery(settings)
     names = queues or ",".join(sorted({settings.queue, analysis_queue(settings)}))
     app.worker_main([
