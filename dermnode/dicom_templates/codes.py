@@ -160,7 +160,6 @@ CLASS_PROBABILITY_CODES: dict[str, Code] = {
 # ------------------------------------------------------------------------------------------ units
 
 PROBABILITY_UNIT = verified("UCUM", "1", "no units")
-SECONDS = verified("UCUM", "s", "second")
 MILLIMETER = verified("UCUM", "mm", "mm")
 SQUARE_MILLIMETER = verified("UCUM", "mm2", "square millimeter")
 #: A UCUM annotation (dimensionless count): valid UCUM syntax, not in the shipped tables.
