@@ -28,8 +28,6 @@ CONFIG_FILE_NAME = "dermnode.toml"
 DEFAULT_HOME = Path("~/.dermnode")
 _DESTINATION = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 _toml_file: ContextVar[Path | None] = ContextVar("dermnode_toml_file", default=None)
-#: The password part of ``scheme://user:password@host...`` (up to the last ``@`` before the path).
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^/]*@")
 #: Settings that are secrets: shown as "(set)" or "(not set)", never their value.
 SECRET_SETTINGS = ("audit_hmac_key",)
 #: Settings that are URLs: shown with any password masked.
@@ -301,8 +299,18 @@ def load_settings(config_file: Path | str | None = None, **overrides: object) ->
 
 
 def mask_url(url: str) -> str:
-    """A database or broker URL fit to print or log: any password replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\1:***@", url)
+    """A database or broker URL fit to print or log: any password replaced by ``***``.
+
+    The password is what lies between the user's ``:`` and the last ``@``; a malformed URL (``//``
+    missing, say) is masked the same way, and when in doubt more is masked rather than less.
+    """
+    head, at, host = url.rpartition("@")
+    scheme_end = head.find("//")
+    start = scheme_end + 2 if scheme_end >= 0 else head.find(":") + 1 if head.count(":") > 1 else 0
+    user, colon, _ = head[start:].partition(":")
+    if not at or not colon:
+        return url
+    return f"{head[:start]}{user}:***@{host}"
 
 
 def printable_settings(settings: Settings) -> dict[str, object]:
