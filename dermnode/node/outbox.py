@@ -9,7 +9,7 @@ with exponential back-off (retry_base_seconds, doubling, capped at retry_max_sec
 
 A destination is *down* when a pass stored nothing there, *up* again when one stores something: the
 dispatcher logs one WARNING and writes one audit event (``destination_down`` / ``destination_up``)
-per change, not one per attempt. A delivery's own failures are audited (``failed``) on its first
+per change, not one per attempt, and while it is down tries it only once per back-off interval. A delivery's own failures are audited (``failed``) on its first
 attempt and when it is given up; every attempt updates its row (attempts, last error).
 ``destination_states`` tells each study's state per destination, so a veto destination that is down
 shows as such without hiding that the main PACS has the results.
@@ -132,6 +132,8 @@ class Dispatcher:
         self._tls = client_context(settings)
         #: destination -> why it is down (absent while it is up or not yet tried)
         self.down: dict[str, str] = {}
+        self._down_passes: dict[str, int] = {}  # consecutive passes that stored nothing there
+        self._next_pass: dict[str, float] = {}  # no association before this time (time.time())
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dermnode-dispatcher", daemon=True)
@@ -163,7 +165,8 @@ class Dispatcher:
             by_destination[row["destination"]].append(row)
         sent = 0
         for destination, rows in by_destination.items():
-            sent += self._send(destination, rows)
+            if time.time() >= self._next_pass.get(destination, 0.0):
+                sent += self._send(destination, rows)
         return sent
 
     def _send(self, destination: str, rows: list[dict]) -> int:
@@ -192,6 +195,9 @@ class Dispatcher:
         return sent
 
     def _note_down(self, destination: str, reason: str, waiting: int) -> None:
+        passes = self._down_passes[destination] = self._down_passes.get(destination, 0) + 1
+        self._next_pass[destination] = time.time() + backoff_seconds(
+            passes, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         if destination in self.down:
             return
         self.down[destination] = reason
@@ -200,6 +206,8 @@ class Dispatcher:
         self.audit.record("destination_down", None, destination=destination, reason=reason)
 
     def _note_up(self, destination: str) -> None:
+        self._down_passes.pop(destination, None)
+        self._next_pass.pop(destination, None)
         if self.down.pop(destination, None) is None:
             return
         log.warning("destination %s is back up", destination)
