@@ -50,9 +50,6 @@ def validate(
     except (TruthFileError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     cases, excluded, unmatched = join(truth_table, outputs)
-    if not cases:
-        raise UserError(f"no case to validate: none of the {len(truth_table.rows)} truth rows matched one of the "
-                        f"{len(outputs)} recorded outputs on {truth_table.key_column} (right truth file and source?)")
     excluded = truth_table.excluded + excluded
     excluded.sort(key=lambda e: e.row or 0)
     source["truth"] = str(truth)
@@ -79,6 +76,9 @@ def validate(
         typer.echo(f"{name}: {'undefined (' + figures[group]['note'] + ')' if value is None else f'{value:.3f}'}")
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
+    if not cases:  # the report still says why each truth row was left out
+        raise UserError(f"no case to validate: none of the {len(truth_table.rows) + len(truth_table.excluded)} truth rows matched one of the "
+                        f"{len(outputs)} recorded outputs on {truth_table.key_column}; {paths['html']} lists why")
 
 
 def register(app: typer.Typer) -> None:
