@@ -117,7 +117,7 @@ def test_usage_errors_and_bad_settings_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(dermnode("audit", "list", home=home, DERMNODE_PORT="99999"), "DERMNODE_PORT")
     assert_one_line_error(dermnode("evaluate", "classifier", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                                    home=home), "is not a data folder", "metadata.csv")
-    assert_one_line_error(dermnode("prune", home=home, DERMNODE_RETENTION_DAYS="0"), "retention_days is 0")
+    assert_one_line_error(dermnode("prune", home=home, DERMNODE_RETENTION_DAYS="0"), "retention_days is 0, which keeps everything")
 
 
 def test_version(tmp_path: Path) -> None:

@@ -167,7 +167,8 @@ def prune(
     settings = _settings(config)
     days = settings.retention_days if older_than is None else older_than
     if days <= 0:
-        raise UserError("retention_days is 0 (keep everything): set it, or give --older-than DAYS")
+        given = "retention_days" if older_than is None else "--older-than"
+        raise UserError(f"{given} is 0, which keeps everything: give --older-than DAYS (more than 0)")
     store = _audit(config)
     report = Pruner(settings, store).run_once(days, limit=limit, max_seconds=3600.0, dry_run=dry_run)
     store.close()
