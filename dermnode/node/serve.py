@@ -3,26 +3,33 @@
 With no ``broker_url`` the node also starts the workers' embedded queue (a private Redis and a
 local worker) and restarts either when it dies. It runs in the foreground and stops cleanly on
 SIGTERM or SIGINT. The node is *ready* while a worker is alive (the embedded worker runs, or a
-worker answers a ping on the broker); every change is logged.
+worker answers a ping on the broker); every change is logged. The log goes to stderr and to
+``<home>/logs/dermnode.log`` (rotated at LOG_FILE_BYTES, LOG_FILE_BACKUPS kept).
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import signal
 import threading
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 from dermnode.node.assemble import Enqueue, StudyAssembler
 from dermnode.node.audit import AuditStore
+from dermnode.node.disk import DiskWatermark
 from dermnode.node.outbox import Dispatcher
 from dermnode.node.receive import Receiver, start_scp
 from dermnode.node.reconcile import LiveTasks, Reconciler
-from dermnode.node.settings import Settings
+from dermnode.node.retention import Pruner
+from dermnode.node.settings import Settings, mask_url
 from dermnode.node.spool import Spool
 
 log = logging.getLogger("dermnode.serve")
+LOG_FILE_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
 
 
 class Node:
@@ -41,7 +48,9 @@ class Node:
         self.reconciler = None if live_tasks is None else Reconciler(
             self.assembler, live_tasks, settings.reconcile_seconds, settings.reconcile_max_requeues)
         self.dispatcher = Dispatcher(settings, self.audit)
-        self.receiver = Receiver(self.spool, self.audit, self.assembler.note)
+        self.disk = DiskWatermark(settings.home, settings.disk_watermark_mb)
+        self.receiver = Receiver(self.spool, self.audit, self.assembler.note, self.disk)
+        self.pruner = Pruner(settings, self.audit, self.spool)
         self.worker_alive = worker_alive
         self.ready: bool | None = None
         self.server = None
@@ -53,6 +62,7 @@ class Node:
         if self.reconciler is not None:
             self.reconciler.start()
         self.dispatcher.start()
+        self.pruner.start()
         self.server = start_scp(self.settings, self.receiver)
         return self
 
@@ -76,6 +86,7 @@ class Node:
             self.reconciler.stop()
         self.assembler.stop()
         self.dispatcher.stop()
+        self.pruner.stop()
         self.audit.close()
 
     def __enter__(self) -> Node:
@@ -85,8 +96,13 @@ class Node:
         self.stop()
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def configure_logging(level: str, log_dir: Path) -> None:
+    """Log to stderr and to a rotating ``dermnode.log`` in ``log_dir``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    to_file = logging.handlers.RotatingFileHandler(log_dir / "dermnode.log", maxBytes=LOG_FILE_BYTES,
+                                                   backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(), to_file])
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
@@ -96,7 +112,7 @@ def serve(settings: Settings) -> None:
     from dermnode.workers.embedded import EmbeddedQueue
     from dermnode.workers.tasks import enqueue_study
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_dir)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -112,7 +128,7 @@ def serve(settings: Settings) -> None:
             if queue is not None:
                 queue.on_event = node.audit.record
             log.info("dermnode serve ready: spool %s, database %s, destinations %s", settings.spool_dir,
-                     _safe_url(settings.database_url), ", ".join(settings.destinations) or "none")
+                     mask_url(settings.database_url), ", ".join(settings.destinations) or "none")
             beat = 0
             while not stopping.wait(1.0):
                 if queue is not None:
@@ -126,9 +142,3 @@ def serve(settings: Settings) -> None:
             queue.stop()
         log.info("stopped")
 
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password, for the log."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

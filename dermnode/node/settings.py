@@ -28,6 +28,10 @@ CONFIG_FILE_NAME = "dermnode.toml"
 DEFAULT_HOME = Path("~/.dermnode")
 _DESTINATION = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 _toml_file: ContextVar[Path | None] = ContextVar("dermnode_toml_file", default=None)
+#: Settings that are secrets: shown as "(set)" or "(not set)", never their value.
+SECRET_SETTINGS = ("audit_hmac_key",)
+#: Settings that are URLs: shown with any password masked.
+URL_SETTINGS = ("database_url", "broker_url")
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -304,6 +308,31 @@ def load_settings(config_file: Path | str | None = None, **overrides: object) ->
         _toml_file.reset(token)
 
 
+def mask_url(url: str) -> str:
+    """A database or broker URL fit to print or log: any password replaced by ``***``.
+
+    The password is what lies between the user's ``:`` and the last ``@``; a malformed URL (``//``
+    missing, say) is masked the same way, and when in doubt more is masked rather than less.
+    """
+    head, at, host = url.rpartition("@")
+    scheme_end = head.find("//")
+    start = scheme_end + 2 if scheme_end >= 0 else head.find(":") + 1 if head.count(":") > 1 else 0
+    user, colon, _ = head[start:].partition(":")
+    if not at or not colon:
+        return url
+    return f"{head[:start]}{user}:***@{host}"
+
+
+def printable_settings(settings: Settings) -> dict[str, object]:
+    """Every setting by name, secrets hidden and URL passwords masked (for `config check`, logs, pages)."""
+    values = settings.model_dump()
+    for name in SECRET_SETTINGS:
+        values[name] = "(set)" if values[name] else "(not set)"
+    for name in URL_SETTINGS:
+        values[name] = mask_url(values[name])
+    return values
+
+
 def describe_errors(error: Exception) -> list[str]:
     """One sentence per problem in a pydantic ValidationError (or the exception's text)."""
     errors = getattr(error, "errors", None)
@@ -315,5 +344,7 @@ def describe_errors(error: Exception) -> list[str]:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "is not a dermnode setting (misspelt?)"
-        lines.append(f"{name} (DERMNODE_{name.upper()}): {message}; got {item.get('input')!r}")
+        given = item.get("input")
+        lines.append(f"{name} (DERMNODE_{name.upper()}): {message}; got "
+                     f"{(mask_url(given) if isinstance(given, str) else given)!r}")
     return lines

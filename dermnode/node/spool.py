@@ -58,6 +58,14 @@ class Spool:
         folder = self.root / check_uid(study_uid, "Study Instance UID")
         return sorted(folder.glob(f"*{SUFFIX}"))
 
+    def forget(self, study_uid: str) -> None:
+        """Drop a study's instances from the duplicate index (before retention.py removes its folder):
+        an instance sent again afterwards is stored again."""
+        with self._lock:
+            for path in self.study_files(study_uid):
+                if self._index.get(path.stem) == path:
+                    del self._index[path.stem]
+
     def studies(self) -> list[str]:
         """Study Instance UIDs with at least one spooled file."""
         return sorted(folder.name for folder in self.root.iterdir() if folder.is_dir() and any(folder.glob(f"*{SUFFIX}")))

@@ -1,6 +1,7 @@
 """Commands of this room, mounted on the `dermnode` app by dermnode/cli.py: ``validate``.
 
-Heavy imports (matplotlib, SQLAlchemy, highdicom) happen inside the command function.
+Heavy imports (matplotlib, SQLAlchemy, highdicom) happen inside the command function. A user
+mistake raises UserError (one line on stderr, exit 2: see dermnode/cli.py).
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(2)
+from dermnode.errors import UserError
 
 
 def _audit_source(config: Path | None, database_url: str | None):  # noqa: ANN202 - outputs and info
@@ -24,11 +22,8 @@ def _audit_source(config: Path | None, database_url: str | None):  # noqa: ANN20
     try:
         settings = load_settings(config)
     except Exception as exc:  # noqa: BLE001 - report any settings problem in words
-        raise _fail("; ".join(describe_errors(exc))) from None
-    url = database_url or settings.database_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise _fail(f"no audit database at {url.removeprefix('sqlite:///')} (set --database-url or DERMNODE_HOME)")
-    return outputs_from_audit(url, (settings.outbox_dir, settings.results_dir))
+        raise UserError("; ".join(describe_errors(exc))) from None
+    return outputs_from_audit(database_url or settings.database_url, (settings.outbox_dir, settings.results_dir))
 
 
 def validate(
@@ -48,12 +43,12 @@ def validate(
     from dermnode.validation.truth import TruthFileError, read_truth
 
     if audit == (sr_dir is not None):
-        raise _fail("give exactly one of --audit and --sr-dir")
+        raise UserError("give exactly one of --audit and --sr-dir")
     try:
         truth_table = read_truth(truth)
         outputs, source = _audit_source(config, database_url) if audit else outputs_from_sr_dir(sr_dir)
     except (TruthFileError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise UserError(str(exc)) from None
     cases, excluded, unmatched = join(truth_table, outputs)
     excluded = truth_table.excluded + excluded
     excluded.sort(key=lambda e: e.row or 0)
@@ -74,13 +69,16 @@ def validate(
     try:
         paths = write_report(report, out)
     except OSError as exc:
-        raise _fail(f"cannot write the report into {out}: {exc}") from None
+        raise UserError(f"cannot write the report into {out}: {exc}") from None
     figures = report.data["discrimination"]
     for group, name in (("macro", "macro AUROC"), ("malignant", "malignant-vs-benign AUROC")):
         value = figures[group]["auroc"]
         typer.echo(f"{name}: {'undefined (' + figures[group]['note'] + ')' if value is None else f'{value:.3f}'}")
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
+    if not cases:  # the report still says why each truth row was left out
+        raise UserError(f"no case to validate: none of the {len(truth_table.rows) + len(truth_table.excluded)} truth rows matched one of the "
+                        f"{len(outputs)} recorded outputs on {truth_table.key_column}; {paths['html']} lists why")
 
 
 def register(app: typer.Typer) -> None:

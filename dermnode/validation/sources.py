@@ -13,27 +13,18 @@ from dermnode.validation.cohort import RecordedOutput, output_from_audit_row
 
 def outputs_from_audit(database_url: str, result_dirs: tuple[Path, ...] = ()) -> tuple[list[RecordedOutput], dict]:
     """Every analysed image of the node's audit store (``AuditStore.analysed_rows``)."""
-    from dermnode.node.audit import AuditStore
+    from dermnode.node.audit import open_existing
+    from dermnode.node.settings import mask_url
 
-    store = AuditStore(database_url)
+    store = open_existing(database_url)
     try:
         rows = store.analysed_rows()
     finally:
         store.close()
     outputs = [output_from_audit_row(row, result_dirs) for row in rows]
     masks = sum(o.predicted_mask is not None for o in outputs)
-    return outputs, {"mode": "audit", "database": _without_password(database_url), "recorded_outputs": len(outputs),
+    return outputs, {"mode": "audit", "database": mask_url(database_url), "recorded_outputs": len(outputs),
                      "seg_files_found": masks}  # fmt: skip
-
-
-def _without_password(url: str) -> str:
-    """A database URL fit to print: any password replaced by ***."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown as the user gave it, minus anything after '@'
-        return url.split("@")[-1]
 
 
 FINDING_SITE = ("SCT", "363698007")

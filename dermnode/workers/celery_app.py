@@ -104,9 +104,8 @@ def worker_settings() -> Settings:
 
 
 def worker_node_name() -> str:
-    """A Celery node name of its own for this worker process: ``dermnode-<host>-<pid>@<host>``."""
-    host = socket.gethostname()
-    return f"dermnode-{host}-{os.getpid()}@{host}"
+    """A Celery node name of its own for this worker process: ``dermnode-worker-<pid>@<host>``."""
+    return f"dermnode-worker-{os.getpid()}@{socket.gethostname()}"
 
 
 def live_tasks(settings: Settings) -> set[str]:
