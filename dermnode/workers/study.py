@@ -10,6 +10,8 @@
 * **One result set per image in the outbox.** Results are put per image under the key
   ``image:<SOP Instance UID>``: a second put for the image is a no-op, and the audit row then
   names the objects the first put stored.
+* **A cancelled study is left alone** (an operator cancelled it, node/actions.py): skipped when its
+  task starts.
 * **No PHI in reasons or logs.** They name the SOP Instance UID and the problem; the text of an
   unexpected error has the image's text values replaced by their keywords (``redact``).
 
@@ -32,6 +34,7 @@ from dermnode.dicom_templates.image_conversion import InvalidInstance, decode_rg
 from dermnode.dicom_templates.results import build_results
 from dermnode.node.audit import AuditStore, source_header
 from dermnode.node.outbox import Outbox
+from dermnode.node.schema import cancel_key
 from dermnode.node.settings import Settings
 from dermnode.node.spool import InvalidUID, Spool, check_uid
 from dermnode.workers.pipeline import Analyzer, SourceImage
@@ -186,6 +189,9 @@ def process(settings: Settings, study_uid: str, idempotency_key: str, audit: Aud
             load_analyzer: Callable[[], Analyzer]) -> dict[str, Any]:
     """Analyse and report the study's images that have no results yet; returns a summary."""
     done_key = f"analysis:{idempotency_key}"
+    if audit.key_state(cancel_key(study_uid)) == "cancelled":
+        log.info("study %s was cancelled by an operator; skipping", study_uid)
+        return {"study_uid": study_uid, "skipped": True, "cancelled": True}
     if audit.key_state(done_key) == "done":
         log.info("study %s (key %s) was analysed already; skipping", study_uid, idempotency_key[:12])
         return {"study_uid": study_uid, "skipped": True}
