@@ -12,11 +12,12 @@ from dermnode.dicom_templates import cli as templates_cli
 from dermnode.models import cli as models_cli
 from dermnode.node import cli as node_cli
 from dermnode.validation import cli as validation_cli
+from dermnode.web import cli as web_cli
 from dermnode.workers import cli as workers_cli
 
 app = typer.Typer(help="dermnode: a DICOM node for dermoscopy AI.", no_args_is_help=True)
 
-for room in (node_cli, workers_cli, models_cli, templates_cli, validation_cli):
+for room in (node_cli, workers_cli, models_cli, templates_cli, validation_cli, web_cli):
     room.register(app)
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ Each check answers ``None`` when it passes, else the problem in words:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,8 +28,9 @@ from dermnode.node.audit import AuditStore
 from dermnode.node.heartbeat import WorkerBeat, read_workers, redis_client
 from dermnode.node.settings import Settings
 
-CHECKS = ("database", "spool", "disk", "broker", "workers", "models")
 MIB = 1024 * 1024
+#: Seconds serve waits for the first "ready" before it logs which checks fail.
+READY_WAIT_SECONDS = 120.0
 
 
 @dataclass
@@ -126,3 +129,33 @@ class HealthChecks:
         if not workers:
             return "no worker has loaded the models"
         return None
+
+
+class ReadinessLog:
+    """Logs readiness as serve sees it: "ready" once every check passes; at most ``wait_seconds`` after
+    the start, the failing checks if they still fail; afterwards each change either way."""
+
+    def __init__(self, checks: HealthChecks, log: logging.Logger, wait_seconds: float = READY_WAIT_SECONDS) -> None:
+        self.checks = checks
+        self.log = log
+        self.deadline = time.monotonic() + wait_seconds
+        self.wait_seconds = wait_seconds
+        self.ready: bool | None = None
+        self._failing: set[str] = set()
+
+    def check(self) -> bool:
+        readiness = self.checks.run()
+        failing = set(readiness.failing)
+        if readiness.ready and self.ready is not True:
+            self.log.info("ready: every check passes (%s)", ", ".join(readiness.checks))
+        elif not readiness.ready and self.ready is True:
+            self.log.error("not ready: %s", readiness.describe())
+        elif not readiness.ready and self.ready is None and time.monotonic() >= self.deadline:
+            self.log.error("not ready %.0f s after the start: %s; studies are received and wait", self.wait_seconds,
+                           readiness.describe())
+        elif not readiness.ready and self.ready is False and failing != self._failing:
+            self.log.error("still not ready: %s", readiness.describe())
+        if readiness.ready or self.ready is not None or time.monotonic() >= self.deadline:
+            self.ready = readiness.ready
+        self._failing = failing
+        return readiness.ready

@@ -141,14 +141,6 @@ def live_tasks(settings: Settings) -> set[str]:
     return found
 
 
-def workers_answering(settings: Settings, timeout: float = 1.0) -> bool:
-    """True when at least one worker answers a ping on the broker within ``timeout`` seconds."""
-    try:
-        return bool(celery_for(settings).control.ping(timeout=timeout))
-    except Exception:  # noqa: BLE001 - a broker that cannot be reached has no worker either
-        return False
-
-
 _app: Celery | None = None
 
 
