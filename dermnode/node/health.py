@@ -132,30 +132,34 @@ class HealthChecks:
 
 
 class ReadinessLog:
-    """Logs readiness as serve sees it: "ready" once every check passes; at most ``wait_seconds`` after
-    the start, the failing checks if they still fail; afterwards each change either way."""
+    """Logs readiness as serve sees it: "ready" once every check passes. Until then each change of the
+    failing checks is logged (INFO), and, ``wait_seconds`` after the start, which ones still fail (ERROR);
+    afterwards every change either way."""
 
     def __init__(self, checks: HealthChecks, log: logging.Logger, wait_seconds: float = READY_WAIT_SECONDS) -> None:
         self.checks = checks
         self.log = log
         self.deadline = time.monotonic() + wait_seconds
         self.wait_seconds = wait_seconds
-        self.ready: bool | None = None
-        self._failing: set[str] = set()
+        self.ready: bool | None = None  # None: not ready yet, still within the wait
+        self._failing: dict[str, str] = {}
 
     def check(self) -> bool:
         readiness = self.checks.run()
-        failing = set(readiness.failing)
-        if readiness.ready and self.ready is not True:
-            self.log.info("ready: every check passes (%s)", ", ".join(readiness.checks))
-        elif not readiness.ready and self.ready is True:
-            self.log.error("not ready: %s", readiness.describe())
-        elif not readiness.ready and self.ready is None and time.monotonic() >= self.deadline:
+        failing = {name: problem.split(" (")[0] for name, problem in readiness.failing.items()}  # words, not pids
+        if readiness.ready:
+            if self.ready is not True:
+                self.log.info("ready: every check passes (%s)", ", ".join(readiness.checks))
+        elif self.ready is None and time.monotonic() >= self.deadline:
             self.log.error("not ready %.0f s after the start: %s; studies are received and wait", self.wait_seconds,
                            readiness.describe())
-        elif not readiness.ready and self.ready is False and failing != self._failing:
-            self.log.error("still not ready: %s", readiness.describe())
-        if readiness.ready or self.ready is not None or time.monotonic() >= self.deadline:
+            self.ready = False
+        elif self.ready is True:
+            self.log.error("not ready: %s", readiness.describe())
+        elif failing != self._failing:
+            log = self.log.info if self.ready is None else self.log.error
+            log("not ready%s: %s", " yet" if self.ready is None else "", readiness.describe())
+        if readiness.ready or self.ready is True:
             self.ready = readiness.ready
         self._failing = failing
         return readiness.ready
