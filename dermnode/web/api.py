@@ -52,7 +52,8 @@ def list_studies(
     context = _context(request)
     where = StudyFilter(state, veto, since, until, destination, destination_state, patient_id, accession)
     found, total = context.studies.list(where, limit, offset)
-    request.app.state.views.record(user, "api:studies", **{k: v for k, v in where.__dict__.items() if v is not None})
+    request.app.state.views.record(user, "api:studies",
+                                   **{k: str(v) for k, v in where.__dict__.items() if v is not None})
     return {"total": total, "limit": limit, "offset": offset, "studies": found}
 
 
