@@ -146,7 +146,7 @@ class ReadinessLog:
 
     def check(self) -> bool:
         readiness = self.checks.run()
-        failing = {name: problem.split(" (")[0] for name, problem in readiness.failing.items()}  # words, not pids
+        failing = readiness.failing
         if readiness.ready:
             if self.ready is not True:
                 self.log.info("ready: every check passes (%s)", ", ".join(readiness.checks))
