@@ -175,11 +175,11 @@ def served_studies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
         storescu(served, files)
         wait_until(lambda: served.get("/readyz").status == 200, 120, "readiness", served.log)
 
-        def analysed() -> bool:
+        def settled() -> bool:  # analysed, and every destination tried at least once
             found = served.get("/api/studies", token=TOKEN).json()["studies"]
-            return len(found) == 5 and all(study["images"] == 1 for study in found)
+            return len(found) == 5 and all(study["state"] in ("delivered", "retrying") for study in found)
 
-        wait_until(analysed, 240, "five analysed studies", served.log)
+        wait_until(settled, 240, "five analysed and exported studies", served.log)
         for study in served.get("/api/studies", token=TOKEN).json()["studies"]:
             served.studies[study["patient_id"]] = study["study_uid"]
         served.pacs, served.dead = pacs, dead
