@@ -21,6 +21,7 @@ from dermnode.errors import UserError
 from dermnode.models import cli as models_cli
 from dermnode.node import cli as node_cli
 from dermnode.validation import cli as validation_cli
+from dermnode.web import cli as web_cli
 from dermnode.workers import cli as workers_cli
 
 USER_ERROR_EXIT = 2
@@ -69,7 +70,7 @@ def main(
     """dermnode: a DICOM node for dermoscopy AI."""
 
 
-for room in (node_cli, workers_cli, models_cli, templates_cli, validation_cli):
+for room in (node_cli, workers_cli, models_cli, templates_cli, validation_cli, web_cli):
     room.register(app)
 
 if __name__ == "__main__":

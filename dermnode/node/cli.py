@@ -1,4 +1,4 @@
-"""Commands of the node room: serve, config check, send, prune, audit list|show|export|verify.
+"""Commands of the node room: serve, config check, send, prune, requeue, retry, cancel, audit list|show|export|verify.
 
 Heavy imports (pynetdicom, SQLAlchemy, the workers) happen inside the command functions. A user
 mistake raises UserError (one line on stderr, exit 2: see dermnode/cli.py).
@@ -183,11 +183,64 @@ def prune(
         typer.echo(f"stopped at --limit {limit}: run it again for more")
 
 
+def _operator() -> str:
+    """How the audit log names whoever runs an action command: ``cli:<login>@<host>``."""
+    import getpass
+    import socket
+
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _act(action, *args):  # noqa: ANN001, ANN202 - a node/actions.py function and its arguments
+    from dermnode.node.actions import ActionRefused
+
+    try:
+        return action(*args)
+    except ActionRefused as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+def requeue(study_uid: Annotated[str, typer.Argument(help="Study Instance UID")], config: ConfigOption = None) -> None:
+    """Queue a study that still owes results again (also lifts a cancellation); the running node
+    picks it up within reconcile_seconds."""
+    from dermnode.node.actions import requeue as run
+    from dermnode.node.audit import AuditStore
+
+    settings = _settings(config)
+    key = _act(run, settings, AuditStore.from_settings(settings), study_uid, _operator())
+    typer.echo(f"study {study_uid} will be queued again (content key {key[:12]}) by the running node "
+               f"within {settings.reconcile_seconds:.0f} s")
+
+
+def retry(destination: Annotated[str, typer.Option("--destination", "-d", help="AE title or AE@host:port")],
+          study: Annotated[Optional[str], typer.Option(help="only this study's deliveries")] = None,
+          config: ConfigOption = None) -> None:
+    """Make the failed or waiting deliveries to a destination due now (attempts counted afresh)."""
+    from dermnode.node.actions import retry as run
+    from dermnode.node.audit import AuditStore
+
+    count = _act(run, AuditStore.from_settings(_settings(config)), destination, _operator(), study)
+    typer.echo(f"{count} deliveries to {destination} are due now")
+
+
+def cancel(study_uid: Annotated[str, typer.Argument(help="Study Instance UID")], config: ConfigOption = None) -> None:
+    """Stop all further work on a study: not queued, not analysed, not exported (requeue undoes it)."""
+    from dermnode.node.actions import cancel as run
+    from dermnode.node.audit import AuditStore
+
+    stopped = _act(run, AuditStore.from_settings(_settings(config)), study_uid, _operator())
+    typer.echo(f"study {study_uid} cancelled ({stopped} waiting deliveries cancelled)")
+
+
 def register(app: typer.Typer) -> None:
     """Add this room's commands (and sub-apps) to the main app."""
     app.command()(serve)
     app.command()(send)
     app.command()(prune)
+    app.command()(requeue)
+    app.command()(retry)
+    app.command()(cancel)
     config_app = typer.Typer(help="Settings of the node.", no_args_is_help=True)
     config_app.command("check")(config_check)
     app.add_typer(config_app, name="config")

@@ -31,6 +31,7 @@ from dermnode.dicom_templates.results import build_results
 from dermnode.dicom_templates.uids import unreferencable
 from dermnode.node.audit import AuditStore, source_header
 from dermnode.node.outbox import Outbox
+from dermnode.node.schema import cancel_key
 from dermnode.node.settings import Settings
 from dermnode.node.spool import Spool
 
@@ -50,6 +51,10 @@ class ResultIntake:
         self.spool = spool or Spool(settings.spool_dir)
 
     # ------------------------------------------------------------------------ out to workers
+    def cancelled(self, study_uid: str) -> bool:
+        """True when an operator cancelled the study (node/actions.py): nothing more is made for it."""
+        return self.audit.key_state(cancel_key(study_uid)) == "cancelled"
+
     def is_done(self, idempotency_key: str) -> bool:
         """True when every image of the task's content has its results (``finish`` was called)."""
         return self.audit.key_state(f"analysis:{idempotency_key}") == "done"
@@ -78,6 +83,9 @@ class ResultIntake:
         The answer: ``{"status": ..., "failure_reason": ..., "result_uids": {"seg_sop_uid": ...}}``."""
         if sop_uid in self.audit.analysed_images(study_uid):
             return self._earlier_answer(study_uid, sop_uid)
+        if self.cancelled(study_uid):  # cancelled mid-analysis: nothing goes out
+            log.info("study %s was cancelled: the analysis of image %s is not stored", study_uid, sop_uid)
+            return {"status": "cancelled", "failure_reason": None, "result_uids": {}}
         ds, unreadable = self._source(study_uid, sop_uid)
         uids: dict[str, str] = {}
         if ds is None:

@@ -34,6 +34,8 @@ SECRET_SETTINGS = ("audit_hmac_key",)
 URL_SETTINGS = ("database_url", "broker_url")
 
 CommaList = Annotated[list[str], NoDecode]
+#: Roles of web users and API tokens: read-only sees, operator also acts (requeue, retry, cancel).
+WEB_ROLES = ("read-only", "operator")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,13 @@ class Settings(BaseSettings):
     #: /readyz and /metrics; http_port 0 turns the HTTP server off.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    #: Who may use the web page and API: ``name:role:hash`` entries, role ``read-only`` or ``operator``
+    #: (actions need operator), hash from ``dermnode web hash-password`` (scrypt; no passwords here).
+    web_users: CommaList = []
+    #: API tokens for scripts: ``name:role:sha256$<hex>`` entries from ``dermnode web make-token``.
+    web_tokens: CommaList = []
+    #: Hours a web login lasts.
+    web_session_hours: float = 12.0
     #: GPU workers (workers/batching.py): run this many studies at once and analyse their images in
     #: shared model batches, waiting at most batch_wait_seconds for a batch to fill; 0 = one study
     #: at a time (the right choice on a CPU).
@@ -149,7 +158,8 @@ class Settings(BaseSettings):
     #: Sign the audit log's hash chain with HMAC-SHA256 under this key (optional; see audit_chain.py).
     audit_hmac_key: str | None = None
 
-    @field_validator("allowed_calling_aes", "destinations", "veto_destinations", mode="before")
+    @field_validator("allowed_calling_aes", "destinations", "veto_destinations", "web_users", "web_tokens",
+                     mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -192,6 +202,16 @@ class Settings(BaseSettings):
             raise ValueError(f"may not be negative (got {value})")
         return value
 
+    @field_validator("web_users", "web_tokens")
+    @classmethod
+    def _web_credentials(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parts = entry.split(":", 2)
+            if len(parts) != 3 or not parts[0] or parts[1] not in WEB_ROLES or not parts[2]:
+                raise ValueError(f"{entry.split(':', 1)[0]!r}...: an entry is name:role:hash with role "
+                                 f"{' or '.join(WEB_ROLES)} (see dermnode web hash-password / make-token)")
+        return value
+
     @field_validator("veto_threshold")
     @classmethod
     def _threshold(cls, value: float) -> float:
@@ -200,7 +220,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("quiet_seconds", "retry_base_seconds", "retry_max_seconds", "dispatch_poll_seconds",
-                     "visibility_timeout", "restore_interval", "reconcile_seconds")
+                     "visibility_timeout", "restore_interval", "reconcile_seconds", "web_session_hours")
     @classmethod
     def _positive(cls, value: float | None) -> float | None:
         if value is not None and value <= 0:

@@ -1,1 +1,2 @@
-"""The node's HTTP side: worklist pages, REST API, health, metrics, and the workers' endpoints."""
+"""The node's web side: worklist and study pages, REST API, health, metrics, login (see app.py), and
+the endpoints stateless workers call (worker_api.py)."""

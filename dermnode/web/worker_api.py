@@ -81,6 +81,8 @@ def worker_router(intake: ResultIntake, token: str | None) -> APIRouter:
         """Whether the task's content is done; the study's images without results."""
         _uids((study_uid, "Study Instance UID"))
         with _node_errors():
+            if intake.cancelled(study_uid):
+                return {"done": True, "pending": [], "earlier": 0, "cancelled": True}
             if intake.is_done(key):
                 return {"done": True, "pending": [], "earlier": 0}
         try:

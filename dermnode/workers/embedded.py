@@ -156,6 +156,10 @@ class EmbeddedQueue:
         """True while the local worker process runs (the node can analyse studies)."""
         return self.worker.alive()
 
+    def embedded_worker_pid(self) -> int | None:
+        """The local worker's pid while it runs, else None (node/health.py's readiness check)."""
+        return self.worker.pid if self.worker.alive() else None
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker (warm shutdown: a running study finishes or is redelivered), then Redis,
         which writes its data to disk as it shuts down."""

@@ -35,11 +35,13 @@ class NodeUnreachable(ConnectionError):
 
 @dataclass(frozen=True)
 class Pending:
-    """What a study owes: done (the task's content has its results), images to analyse, images done."""
+    """What a study owes: done (the task's content has its results), images to analyse, images done;
+    cancelled: an operator cancelled the study (nothing is owed)."""
 
     done: bool
     sop_uids: list[str]
     earlier: int
+    cancelled: bool = False
 
 
 class NodeLink(Protocol):
@@ -67,6 +69,8 @@ class LocalLink:
         return cls(ResultIntake(settings, audit, outbox), own_audit=own)
 
     def pending(self, study_uid: str, idempotency_key: str) -> Pending:
+        if self.intake.cancelled(study_uid):
+            return Pending(True, [], 0, cancelled=True)
         if self.intake.is_done(idempotency_key):
             return Pending(True, [], 0)
         sop_uids, earlier = self.intake.pending(study_uid)
@@ -111,7 +115,7 @@ class HttpLink:
 
     def pending(self, study_uid: str, idempotency_key: str) -> Pending:
         data = self._call("GET", f"/studies/{quote(study_uid)}/pending", params={"key": idempotency_key}).json()
-        return Pending(bool(data["done"]), list(data["pending"]), int(data["earlier"]))
+        return Pending(bool(data["done"]), list(data["pending"]), int(data["earlier"]), bool(data.get("cancelled")))
 
     def instance(self, study_uid: str, sop_uid: str) -> bytes:
         return self._call("GET", f"/studies/{quote(study_uid)}/instances/{quote(sop_uid)}").content

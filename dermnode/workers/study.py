@@ -11,6 +11,8 @@ results, fetches and analyses them, and hands each analysis back; the node encod
   analysed row (keyed by SOP Instance UID), so a study that receives a late instance after its
   results were made is analysed for the new instance only, and a redelivered or retried task adds
   nothing for images it finished before.
+* **A cancelled study is left alone** (an operator cancelled it, node/actions.py): the node
+  answers that it owes nothing and stores nothing more for it.
 * **No PHI in reasons or logs.** They name the SOP Instance UID and the problem; the text of an
   unexpected error has the image's text values replaced by their keywords (``describe``).
 
@@ -92,6 +94,9 @@ def process(link: NodeLink, study_uid: str, idempotency_key: str,
     """Analyse the study's images that have no results yet and hand them to the node; a summary."""
     started = time.perf_counter()
     pending = link.pending(study_uid, idempotency_key)
+    if pending.cancelled:
+        log.info("study %s was cancelled by an operator; skipping", study_uid)
+        return {"study_uid": study_uid, "skipped": True, "cancelled": True}
     if pending.done:
         log.info("study %s (key %s) was analysed already; skipping", study_uid, idempotency_key[:12])
         return {"study_uid": study_uid, "skipped": True}

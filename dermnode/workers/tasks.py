@@ -18,8 +18,8 @@ results in the database, where the reconciler finds it.
 Problems of one image (unreadable, undecodable, odd header, encoding) are not errors of the task:
 the image gets a failed SR and an audit row.
 
-The models are loaded once per worker process, on the first study with images to analyse
-(``get_analyzer``).
+The models are loaded once per worker process, when it starts (readiness.py), or else on the first
+study with images to analyse (``get_analyzer``).
 """
 
 from __future__ import annotations
