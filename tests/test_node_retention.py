@@ -20,7 +20,8 @@ from dermnode.node.retention import prunable_studies
 from dermnode.node.schema import deliveries, events
 from node_support import RecordingEnqueue, make_study, node_settings, running_node, storescp_on, storescu
 from peers import free_port
-from test_node_audit import _analysis, _postgres_url
+from pg_support import postgres_schema_url, postgres_server  # noqa: F401 - the fixture
+from test_node_audit import _analysis
 
 LONG_AGO = datetime.now(timezone.utc) - timedelta(days=40)
 
@@ -104,7 +105,8 @@ def test_only_studies_every_destination_has_are_pruned(tmp_path: Path) -> None:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    urls = [f"sqlite:///{tmp_path / 'audit.db'}"] if request.param == "sqlite" else _postgres_url()
+    urls = ([f"sqlite:///{tmp_path / 'audit.db'}"] if request.param == "sqlite"
+            else postgres_schema_url(request.getfixturevalue("postgres_server")))
     for url in urls:
         audit = AuditStore(url)
         yield audit
