@@ -6,6 +6,7 @@ what was read (shown in the report), so the rest of ``validate`` does not care w
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dermnode.validation.cohort import RecordedOutput, output_from_audit_row
@@ -27,13 +28,18 @@ def outputs_from_audit(database_url: str, result_dirs: tuple[Path, ...] = ()) ->
 
 
 def _without_password(url: str) -> str:
-    """A database URL fit to print: any password replaced by ***."""
+    """A database URL fit to print: the password, and query values named like secrets, replaced by ***."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown as the user gave it, minus anything after '@'
+        parsed = make_url(url)
+        query = {k: "***" if _SECRET.search(k) else v for k, v in parsed.query.items()}
+        return parsed.set(query=query).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown as the user gave it, minus anything before '@'
         return url.split("@")[-1]
+
+
+_SECRET = re.compile("pass|secret|token|key", re.IGNORECASE)
 
 
 FINDING_SITE = ("SCT", "363698007")
@@ -110,6 +116,8 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
                     anatomic_site=site,
                     recorded_at=f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}",
                     predicted_mask=seg_files.get(finding.segment[0]) if finding.segment else None,
+                    patient_id=str(ds.get("PatientID", "")) or None,
+                    models=analysis.models,
                 )
             )
     info = {"mode": "sr-dir", "folder": str(directory), "sr_files": len(reports), "recorded_outputs": len(outputs),
@@ -118,3 +126,22 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
     if unreadable:
         info["unreadable_sr_files"] = "; ".join(unreadable[:20])
     return outputs, info
+
+
+def source_images(directory: Path | None) -> dict[str, Path]:
+    """The DICOM files under ``directory`` (the node's spool, or a folder of the source images) by SOP
+    Instance UID; results and unreadable files are left out. Empty when the folder is absent."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    found = {}
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "Modality"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if str(ds.get("Modality", "")) not in ("SEG", "SR", "KO") and ds.get("SOPInstanceUID"):
+            found[str(ds.SOPInstanceUID)] = path
+    return found
