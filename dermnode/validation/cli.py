@@ -112,6 +112,7 @@ def summary_lines(report: dict) -> list[str]:
     if without is not None:
         entry = without["discrimination"]["malignant"]
         value = entry["note"] if entry["auroc"] is None else f"{entry['auroc']:.3f}"
+        value = value if without["cases"] else "none: every checked case was seen in training"
         lines.append(f"malignant-vs-benign AUROC without the {report['training_overlap']['n_seen']} cases seen in "
                      f"training ({without['cases']} cases): {value}")  # fmt: skip
     return lines

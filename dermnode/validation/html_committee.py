@@ -51,6 +51,9 @@ def overlap(report: dict, row_names: dict[str, str]) -> str:
     without = seen["without_seen"]
     if without is None:
         return text + '<p class="note">No figures to compare: no included case was seen in training.</p>'
+    if not without["cases"]:
+        return text + ("<p><b>Every checked case was seen in training: these cases cannot show how the models do "
+                       "on new patients, and no figures remain without them.</b></p>")
     conf = int(report["options"]["confidence"] * 100)
     rows = []
     for group, entry in report["discrimination"].items():

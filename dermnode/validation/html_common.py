@@ -16,9 +16,9 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; max-widt
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; vertical-align: top; }
 th { background: #eef2f6; white-space: normal; } td:first-child, th:first-child { text-align: left; }
 td.text { white-space: normal; text-align: left; }
-td.hash, .hash { font-family: monospace; word-break: break-all; white-space: normal; text-align: left; font-size: 11px; }
+td.hash, .hash { font-family: monospace; word-break: break-all; white-space: normal; text-align: left; font-size: 0.85em; }
 tr.overall td { font-weight: bold; background: #f7f7f7; }
-.note { color: #555; font-size: 13px; } .small { color: #777; font-size: 11px; white-space: normal; }
+.note { color: #555; font-size: 13px; } .small { color: #777; font-size: 0.85em; white-space: normal; }
 .warnings { border: 2px solid #b03a2e; background: #fdecea; padding: 6px 12px; margin: 12px 0; }
 .warnings li { margin: 4px 0; font-weight: bold; color: #7b241c; }
 img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; } td img { margin: 0; display: block; }

@@ -133,48 +133,40 @@ def discrimination(a: CaseArrays, resamples: int, seed: int, confidence: float, 
                    minimum: MinimumCounts) -> dict:
     """AUROC with a percentile bootstrap interval, per class, macro, malignant and BCC-vs-SK.
 
-    Groups below the minimum count get no figure ("n too small"); the macro average is taken over
-    the classes that reach it, and its note names the classes left out.
+    Groups below the minimum count get no figure ("n too small"). The macro average is the mean over
+    the classes present in the cohort, and is given only when every one of them reaches the minimum:
+    a mean over some classes would not be comparable with anyone's macro AUROC.
     """
     shown = large_enough(a, minimum)
-    classes = tuple(c for c in CLASS_CODES if c in shown)
+    present = [c for c in CLASS_CODES if has_both_classes(labels_and_scores(a, c)[0])]
+    too_small = [c for c in present if c not in shown]
+    classes = () if too_small else tuple(present)
     point = {g: v for g, v in auroc_figures(a, macro_classes=classes).items() if g in shown or g == "macro"}
     intervals = bootstrap_intervals(
         lambda index: auroc_figures(a, index, classes), list(point), len(a), resamples, seed, confidence, progress
     )
     result = {}
-    for group in [*CLASS_CODES, MALIGNANT, BCC_VS_SK]:
-        y, _ = labels_and_scores(a, group)
-        n_positive, n_negative = _counts(y)
-        entry: dict = {"auroc": point.get(group), "ci_low": None, "ci_high": None, "note": None,
-                       "n_positive": n_positive, "n_negative": n_negative}
+    for group in [*CLASS_CODES, "macro", MALIGNANT, BCC_VS_SK]:
+        entry: dict = {"auroc": point.get(group), "ci_low": None, "ci_high": None, "note": None}
+        if group == "macro":
+            entry["classes"] = list(classes)
+            if too_small:
+                entry["note"] = f"{TOO_SMALL}: {', '.join(too_small)} below the minimum count"
+            elif not present:
+                entry["note"] = "no class with both positive and negative cases"
+        else:
+            y, _ = labels_and_scores(a, group)
+            n_positive, n_negative = _counts(y)
+            entry.update(n_positive=n_positive, n_negative=n_negative)
+            if not has_both_classes(y):
+                entry["note"] = _undefined_note(y, group)
+            elif group not in point:
+                entry["note"] = minimum.note(n_positive, n_negative)
         if group in point:
             interval = intervals[group]
             entry.update(ci_low=interval.low, ci_high=interval.high, note=interval.note)
-        elif not has_both_classes(y):
-            entry["note"] = _undefined_note(y, group)
-        else:
-            entry["note"] = minimum.note(n_positive, n_negative)
         result[group] = entry
-    result["macro"] = _macro_entry(a, point, intervals, classes)
-    return {g: result[g] for g in [*CLASS_CODES, "macro", MALIGNANT, BCC_VS_SK]}
-
-
-def _macro_entry(a: CaseArrays, point: dict, intervals: dict, classes: tuple[str, ...]) -> dict:
-    entry: dict = {"auroc": point.get("macro"), "ci_low": None, "ci_high": None, "note": None, "classes": list(classes)}
-    present = [c for c in CLASS_CODES if has_both_classes(labels_and_scores(a, c)[0])]
-    if "macro" in point:
-        interval = intervals["macro"]
-        left_out = [c for c in present if c not in classes]
-        notes = [interval.note] if interval.note else []
-        if left_out:
-            notes.append(f"mean over {len(classes)} classes; {', '.join(left_out)}: {TOO_SMALL}")
-        entry.update(ci_low=interval.low, ci_high=interval.high, note="; ".join(notes) or None)
-    elif present:
-        entry["note"] = f"{TOO_SMALL}: no class reaches the minimum count"
-    else:
-        entry["note"] = "no class with both positive and negative cases"
-    return entry
+    return result
 
 
 def common_veto_threshold(a: CaseArrays) -> float:
