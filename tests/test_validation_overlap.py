@@ -51,7 +51,8 @@ def test_cases_from_the_training_split_are_found_and_left_out_of_the_clean_figur
     assert overlap["by_model"] == {label: {"train": 14, "validation": 6}}
     assert (overlap["n_seen"], overlap["checked"], overlap["not_checked"]) == (20, 50, 1)
     assert set(overlap["seen"]) == {c.key for c in cases[:20]}
-    assert overlap["seen"][cases[0].key] == [f"{label}: train"] and overlap["seen"][cases[19].key] == [f"{label}: validation"]
+    assert overlap["seen"][cases[0].key] == [f"{label}: train"]
+    assert overlap["seen"][cases[19].key] == [f"{label}: validation"]
     assert report["warnings"][0].startswith(f"TRAINING OVERLAP: 20 of 51 cases")
     assert any("1 of 51 cases carry no ISIC image id" in w for w in report["warnings"])
 

@@ -19,10 +19,10 @@ from dermnode.cli import app
 from dermnode.contract import CLASS_CODES, MALIGNANT_CODES
 from dermnode.dicom_templates.image_conversion import dicomize_image
 from dermnode.models.dataset_index import Split, load_records
-from dermnode.models.model_card import STARTER_DIR
+from dermnode.models.model_card import STARTER_DIR, ModelCard
 from peers import shared_data
 
-PER_CLASS = 2
+PER_CLASS = 3  # 12 malignant and 12 benign: above the report's minimum count (10 and 10)
 
 
 def test_validate_a_real_run_of_the_models(tmp_path: Path) -> None:
@@ -62,3 +62,8 @@ def test_validate_a_real_run_of_the_models(tmp_path: Path) -> None:
     assert veto["sensitivity"] == pytest.approx(sk.recall_score(malignant, malignancy >= veto["threshold"]))
     assert veto["specificity"] == pytest.approx(sk.recall_score(~malignant, malignancy < veto["threshold"]))
     assert (tmp_path / "report" / "report.html").stat().st_size > 50_000
+    classifier = next(m for m in report["models"]["models"] if m["name"] == "dermnode-fusion-classifier")
+    assert classifier["sha256"] == ModelCard.load(STARTER_DIR / "classifier", verify=False).weights_sha256
+    assert classifier["results"] == report["counts"]["cases"] and classifier["card"]["profile"] == "cpu"
+    seen = report["training_overlap"]["by_model"][f"{classifier['name']} {classifier['version']}"]
+    assert seen == {"train": 0, "validation": report["counts"]["cases"]}  # held out from training, not from validation

@@ -39,7 +39,8 @@ STARTER_MODELS = tuple(ModelCard.load(STARTER_DIR / name, verify=False).identity
                        for name in ("segmentation", "classifier", "bcc_sk"))
 
 
-def seeded_analysis(rng: np.random.Generator, diagnosis: str, mask: np.ndarray, lean: str | None = None) -> LesionAnalysis:
+def seeded_analysis(rng: np.random.Generator, diagnosis: str, mask: np.ndarray,
+                    lean: str | None = None) -> LesionAnalysis:
     """Probabilities leaning towards ``lean`` (the diagnosis unless given: a wrong lean makes a miss)."""
     alpha = np.ones(len(CLASS_CODES))
     alpha[CLASS_CODES.index(lean or diagnosis)] += 3 if lean is None else 12
@@ -240,7 +241,8 @@ def test_missed_malignancies_are_listed_with_thumbnails(report_dir: Path) -> Non
     parsed = _Tables()
     parsed.feed((report_dir / "report.html").read_text())
     assert len(parsed.images["case"]) == len(missed)  # every source image is in the spool
-    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(parsed.images["case"][0].split(",", 1)[1]))).convert("RGB"))
+    first = base64.b64decode(parsed.images["case"][0].split(",", 1)[1])
+    thumb = np.asarray(Image.open(io.BytesIO(first)).convert("RGB"))
     assert max(thumb.shape[:2]) == 112
     assert ((thumb == (0, 255, 64)).all(axis=2)).sum() > 20, "no mask outline drawn"
 
@@ -277,7 +279,7 @@ def test_report_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -
     assert blue_rows > 300, "no coloured curves or matrix cells visible"
 
 
-A4_POINTS = (595, 842)  # 210 x 297 mm in PostScript points
+PAPERS = {"Letter": (612, 792), "A4": (595, 842)}  # page sizes in PostScript points
 
 
 class _LastHeaders(HTMLParser):
@@ -306,10 +308,13 @@ class _LastHeaders(HTMLParser):
             self._header += data
 
 
-def test_a_real_report_prints_on_a4_without_cutting_tables(node_home: tuple[Path, Path], tmp_path: Path) -> None:
-    """The report with the default minimum count, printed by Chromium: A4 pages, none blank, every table
-    whole and legible. Chromium either clips what is wider than the page (the clipped text is then
-    missing from the PDF) or shrinks the whole document to fit (the text then gets tiny)."""
+@pytest.mark.parametrize("paper", PAPERS)
+def test_a_real_report_prints_on_letter_and_a4_without_cutting_tables(node_home: tuple[Path, Path], tmp_path: Path,
+                                                                      paper: str) -> None:  # fmt: skip
+    """The report with the default minimum count, printed by Chromium (Letter is its default paper; A4 as
+    a reader's @page rule asks): no blank page, every table whole and legible. Chromium either clips
+    what is wider than the page (the clipped text is then missing from the PDF) or shrinks the whole
+    document to fit (the text then gets tiny)."""
     chromium = _chromium()
     if not all(shutil.which(tool) for tool in ("pdfinfo", "pdftoppm", "pdftotext")):
         pytest.skip("poppler-utils (pdfinfo, pdftoppm, pdftotext) are not installed (CI installs them: see .ci/run)")
@@ -317,12 +322,14 @@ def test_a_real_report_prints_on_a4_without_cutting_tables(node_home: tuple[Path
     output = run_validate(truth, tmp_path / "report", home, "--audit")
     assert "macro AUROC: n too small" in output and "WARNING: TRAINING OVERLAP" in output
     html = tmp_path / "report" / "report.html"
+    if paper != "Letter":
+        html.write_text(html.read_text().replace("</head>", f"<style>@page {{ size: {paper}; }}</style></head>"))
     pdf = tmp_path / "report.pdf"
     _headless(chromium, tmp_path / "profile", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", html.as_uri())
     info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True).stdout
     pages = int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
     size = next(line for line in info.splitlines() if line.startswith("Page size:")).split()
-    assert (round(float(size[2])), round(float(size[4]))) == A4_POINTS and 4 <= pages <= 30, info
+    assert (round(float(size[2])), round(float(size[4]))) == PAPERS[paper] and 4 <= pages <= 30, info
     subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=120)
     for png in sorted(tmp_path.glob("page-*.png")):
         assert (np.asarray(Image.open(png).convert("L")) < 200).mean() > 0.005, f"{png.name} is blank"

@@ -37,8 +37,8 @@ def identity(report: dict) -> str:
     rows = [[name, *values] for name, values in fields]
     header = [""] + [escape(m["name"]) for m in models]
     css = {i: "text" for i in range(1, len(models) + 1)}
-    return table(header, rows, cell_classes=css) + ('<p class="note">Each result\'s models are listed per case in cases.csv (column '
-                   "<code>models</code>).</p>")
+    note = '<p class="note">Each result\'s models are listed per case in cases.csv (column <code>models</code>).</p>'
+    return table(header, rows, cell_classes=css) + note
 
 
 def overlap(report: dict, row_names: dict[str, str]) -> str:
@@ -99,7 +99,7 @@ def published(report: dict, row_names: dict[str, str]) -> str:
     headline_rows = [[escape(h["figure"]), escape(h["cohort"]), f(h["value"]), f(h["ours"]), escape(h["source"])]
                      for h in pub["headlines"]]  # fmt: skip
     return (
-        f'<p class="warn"><b>{escape(pub["note"])}</b></p>'
+        f'<p><b>{escape(pub["note"])}</b></p>'
         "<h3>AUROC and decision threshold per diagnosis</h3>" + table(auroc_head, auroc_rows, cell_classes={0: "text"})
         + "<h3>Sensitivity and specificity per diagnosis</h3>" + table(point_head, point_rows, cell_classes={0: "text"})
         + '<p class="note">Ours: one vs rest on P(class) (malignant: the malignancy probability) at each group\'s '

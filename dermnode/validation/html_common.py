@@ -7,8 +7,8 @@ from html import escape
 
 from dermnode.validation.minimum import TOO_SMALL
 
-#: Tables stay within an A4 page (210 mm less 2 x 12 mm margins, about 700 CSS px): numbers do not
-#: wrap, text cells do, and the print font is smaller.
+#: Tables stay within the narrower of A4 and Letter (210 mm less 2 x 12 mm margins, about 700 CSS px;
+#: the paper is the reader's): numbers do not wrap, text cells do, and the print font is smaller.
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 12px; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ccc; padding-bottom: 3px; margin-top: 32px; }
@@ -22,7 +22,7 @@ tr.overall td { font-weight: bold; background: #f7f7f7; }
 .warnings { border: 2px solid #b03a2e; background: #fdecea; padding: 6px 12px; margin: 12px 0; }
 .warnings li { margin: 4px 0; font-weight: bold; color: #7b241c; }
 img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; } td img { margin: 0; display: block; }
-@page { size: A4; margin: 12mm; }
+@page { margin: 12mm; }
 @media print {
   body { margin: 0; max-width: none; padding: 0; font-size: 11px; }
   h2 { margin-top: 18px; break-after: avoid; } table { font-size: 9px; } th, td { padding: 1px 3px; }
