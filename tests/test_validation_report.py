@@ -342,4 +342,5 @@ def test_a_real_report_prints_on_letter_and_a4_without_cutting_tables(node_home:
     assert "ntoosmall" in text and "TRAININGOVERLAP" in text
     boxes = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
     heights = [float(y1) - float(y0) for y0, y1 in re.findall(r'yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)"', boxes)]
-    assert np.percentile(heights, 5) > 7.0, "the print is shrunk to fit: something is wider than the page"  # 9 px -> 7.8 pt
+    # table text is 9 px (word boxes 7.8 pt high); shrunk to fit, the boxes are nearer 5 pt
+    assert np.median(heights) > 7.0, "the print is shrunk to fit: something is wider than the page"
