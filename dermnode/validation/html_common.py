@@ -17,6 +17,7 @@ th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-spac
 th { background: #eef2f6; white-space: normal; } td:first-child, th:first-child { text-align: left; }
 td.text { white-space: normal; text-align: left; }
 td.hash, .hash { font-family: monospace; word-break: break-all; white-space: normal; text-align: left; font-size: 0.85em; }
+td.hash { min-width: 8em; }
 tr.overall td { font-weight: bold; background: #f7f7f7; }
 .note { color: #555; font-size: 13px; } .small { color: #777; font-size: 0.85em; white-space: normal; }
 .warnings { border: 2px solid #b03a2e; background: #fdecea; padding: 6px 12px; margin: 12px 0; }
