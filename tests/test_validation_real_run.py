@@ -1,6 +1,7 @@
 """The real models on dicomized ISIC images (`dermnode analyze`), then `dermnode validate --sr-dir` on its SRs.
 
-The images come from the validation split the starter models were not trained on. The truth is keyed by accession number (the dicomized image id), as a hospital's pathology list
+The images come from the classifier's validation split (the BCC/SK model and the segmenter split
+their own image sets, so some of these images trained them: the report's training overlap says which). The truth is keyed by accession number (the dicomized image id), as a hospital's pathology list
 would be. Skipped until the starter weights of all models are in dermnode/models/starter/.
 """
 
@@ -30,7 +31,7 @@ def test_validate_a_real_run_of_the_models(tmp_path: Path) -> None:
     missing = [n for n in ("segmentation", "classifier", "bcc_sk") if not (STARTER_DIR / n / "model_card.json").is_file()]
     if missing:
         pytest.skip(f"no starter weights yet for {', '.join(missing)} (dermnode/models/starter/)")
-    held_out = set(Split.load(STARTER_DIR / "classifier").validation_ids)  # the split all starter models share
+    held_out = set(Split.load(STARTER_DIR / "classifier").validation_ids)  # not trained on by the classifier
     records = [r for r in load_records(data, "isic-8class") if r.diagnosis and r.image_id in held_out]
     chosen = [r for code in CLASS_CODES for r in [x for x in records if x.diagnosis == code][-PER_CLASS:]]
     images = tmp_path / "dicom"
