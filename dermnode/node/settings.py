@@ -329,11 +329,24 @@ def load_settings(config_file: Path | str | None = None, **overrides: object) ->
 
 
 def mask_url(url: str) -> str:
-    """A database or broker URL fit to print or log: any password replaced by ``***``.
+    """A database or broker URL fit to print or log: any password, and query values named like
+    secrets (``sslpassword=``, ``api_token=``), replaced by ``***``.
 
     The password is what lies between the user's ``:`` and the last ``@``; a malformed URL (``//``
     missing, say) is masked the same way, and when in doubt more is masked rather than less.
     """
+    url, question, query = url.partition("?")
+    if question:
+        params = [(name, "***" if _SECRET_QUERY.search(name) else value)
+                  for name, _, value in (item.partition("=") for item in query.split("&"))]
+        return _mask_password(url) + "?" + "&".join(f"{name}={value}" for name, value in params)
+    return _mask_password(url)
+
+
+_SECRET_QUERY = re.compile("pass|secret|token|key", re.IGNORECASE)
+
+
+def _mask_password(url: str) -> str:
     head, at, host = url.rpartition("@")
     scheme_end = head.find("//")
     start = scheme_end + 2 if scheme_end >= 0 else head.find(":") + 1 if head.count(":") > 1 else 0

@@ -6,6 +6,7 @@ what was read (shown in the report), so the rest of ``validate`` does not care w
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from dermnode.validation.cohort import RecordedOutput, output_from_audit_row
@@ -101,6 +102,8 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
                     anatomic_site=site,
                     recorded_at=f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}",
                     predicted_mask=seg_files.get(finding.segment[0]) if finding.segment else None,
+                    patient_id=str(ds.get("PatientID", "")) or None,
+                    models=analysis.models,
                 )
             )
     info = {"mode": "sr-dir", "folder": str(directory), "sr_files": len(reports), "recorded_outputs": len(outputs),
@@ -109,3 +112,22 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
     if unreadable:
         info["unreadable_sr_files"] = "; ".join(unreadable[:20])
     return outputs, info
+
+
+def source_images(directory: Path | None) -> dict[str, Path]:
+    """The DICOM files under ``directory`` (the node's spool, or a folder of the source images) by SOP
+    Instance UID; results and unreadable files are left out. Empty when the folder is absent."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    found = {}
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "Modality"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if str(ds.get("Modality", "")) not in ("SEG", "SR", "KO") and ds.get("SOPInstanceUID"):
+            found[str(ds.SOPInstanceUID)] = path
+    return found
