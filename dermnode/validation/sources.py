@@ -6,7 +6,6 @@ what was read (shown in the report), so the rest of ``validate`` does not care w
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from dermnode.validation.cohort import RecordedOutput, output_from_audit_row
