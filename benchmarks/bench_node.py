@@ -9,8 +9,9 @@ repository), and starts the stack:
 
 * ``embedded``: serve with its private Redis and local worker (one worker);
 * ``production``: a redis-server with an append-only file (fsync every second), a private
-  PostgreSQL (``dermnode.local_postgres``, fsync on), serve, and ``--workers`` `dermnode worker`
-  processes.
+  PostgreSQL (``dermnode.local_postgres``, fsync on), serve, and ``--workers`` stateless
+  `dermnode worker` processes (their own empty homes, no database; instances and results go
+  through serve's worker endpoints).
 
 After one warm-up study per worker (models load on the first study), the studies go one storescu
 association each at ``--rate`` studies per second (0: back to back) to serve, which sends SEG, SR
@@ -28,6 +29,7 @@ import argparse
 import copy
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -117,9 +119,14 @@ def as_one_study(studies: list[Study], folder: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------ stack
-def worker_environment(node_env: dict[str, str]) -> dict[str, str]:
-    """What a `dermnode worker` gets: today the node's settings (shared home and database)."""
-    return dict(node_env)
+def worker_environment(node_env: dict[str, str], home: Path) -> dict[str, str]:
+    """What a stateless `dermnode worker` gets: the broker, the node's address and the worker token,
+    its own empty home, and no database."""
+    env = {key: value for key, value in node_env.items() if not key.startswith("DERMNODE_")}
+    env.update(DERMNODE_HOME=str(home), DERMNODE_BROKER_URL=node_env["DERMNODE_BROKER_URL"],
+               DERMNODE_NODE_URL=f"http://127.0.0.1:{node_env['DERMNODE_HTTP_PORT']}",
+               DERMNODE_WORKER_TOKEN=node_env["DERMNODE_WORKER_TOKEN"])
+    return env
 
 
 def _process(popen: subprocess.Popen | None) -> list[psutil.Process]:
@@ -164,13 +171,13 @@ def stack(work: Path, kind: str, workers: int, quiet: float) -> Iterator[Stack]:
                                                      if str(cluster.directory) in " ".join(p.info["cmdline"] or [])]
         env = node_environment(work / "node", node_port, f"PACS@127.0.0.1:{pacs_port}", broker_url)
         env.update(DERMNODE_QUIET_SECONDS=str(quiet), DERMNODE_HTTP_PORT=str(free_port()),
-                   OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+                   DERMNODE_WORKER_TOKEN=secrets.token_urlsafe(24), OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
         if kind == "production":
             env["DERMNODE_DATABASE_URL"] = database_url
         peers["serve"] = Peer([sys.executable, "-m", "dermnode.cli", "serve"], work / "serve.log", node_port, env)
         for n in range(workers if kind == "production" else 0):
             peers[f"worker{n + 1}"] = Peer([sys.executable, "-m", "dermnode.cli", "worker"], work / f"worker{n + 1}.log",
-                                           None, worker_environment(env))
+                                           None, worker_environment(env, work / f"worker{n + 1}-home"))
         try:
             for peer in peers.values():
                 peer.start()
