@@ -20,11 +20,11 @@ from typing import Callable
 
 from sqlalchemy import delete, insert, select, update
 
+from dermnode.dicom_templates.uids import InvalidUID, check_uid
 from dermnode.node.assemble import idempotency_key
 from dermnode.node.audit import AuditStore
 from dermnode.node.schema import cancel_key, deliveries, study_keys, utcnow
 from dermnode.node.settings import Settings
-from dermnode.node.spool import InvalidUID, check_uid
 from dermnode.node.studies import destination_matches
 
 

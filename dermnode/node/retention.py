@@ -28,10 +28,11 @@ from pathlib import Path
 
 from sqlalchemy import case, func, or_, select
 
+from dermnode.dicom_templates.uids import check_uid
 from dermnode.node.audit import AuditStore
 from dermnode.node.schema import deliveries, events
 from dermnode.node.settings import Settings
-from dermnode.node.spool import SUFFIX, Spool, check_uid
+from dermnode.node.spool import SUFFIX, Spool
 
 log = logging.getLogger("dermnode.retention")
 PASS_EVERY_SECONDS = 600.0

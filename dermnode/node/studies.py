@@ -24,10 +24,10 @@ from typing import Any
 from pydicom import dcmread
 from sqlalchemy import func, select
 
+from dermnode.dicom_templates.uids import InvalidUID, check_uid
 from dermnode.node.audit import AuditStore
 from dermnode.node.schema import analyses, deliveries, events
 from dermnode.node.settings import Settings
-from dermnode.node.spool import InvalidUID, check_uid
 
 STATES = ("receiving", "queued", "error", "analysed", "exporting", "retrying", "failed", "delivered", "cancelled")
 DESTINATION_STATES = ("pending", "retrying", "failed", "sent", "cancelled")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from dermnode.contract import CLASS_CODES, CLASS_NAMES
-from dermnode.node.spool import InvalidUID
+from dermnode.dicom_templates.uids import InvalidUID
 from dermnode.node.studies import StudyFilter
 from dermnode.web import render
 from dermnode.web.auth import SESSION_COOKIE, User, api_user, page_user
