@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,9 @@ def test_two_namespaced_stateless_workers_deliver_every_result_once(tmp_path: Pa
             files.append(target)
         studies.append(files)
 
-    database_url = next(postgres_schema_url(postgres_server))
-    with namespace("worker-1") as first, namespace("worker-2") as second, orthanc(tmp_path / "orthanc") as pacs, \
+    schemas = postgres_schema_url(postgres_server)  # the schema lives while this generator does
+    database_url = next(schemas)
+    with closing(schemas), namespace("worker-1") as first, namespace("worker-2") as second, orthanc(tmp_path / "orthanc") as pacs, \
             redis_server(tmp_path / "redis", bind=("127.0.0.1", first.host_ip)) as broker:
         # the second namespace reaches the node's address on the first link through its own link
         subprocess.run([*second.command(["ip", "route", "add", f"{first.host_ip}/32", "via", second.host_ip])],
