@@ -30,6 +30,7 @@ from test_end_to_end import SEG, SR, pick_images, starter_models
 pytestmark = pytest.mark.peers
 
 TOKEN = "netns-worker-token"
+BROKER_PASSWORD = "netns-broker-password"
 STUDIES = 4  # of 2 images each
 
 
@@ -74,7 +75,7 @@ def test_two_namespaced_stateless_workers_deliver_every_result_once(tmp_path: Pa
     schemas = postgres_schema_url(postgres_server)  # the schema lives while this generator does
     database_url = next(schemas)
     with closing(schemas), namespace("worker-1") as first, namespace("worker-2") as second, orthanc(tmp_path / "orthanc") as pacs, \
-            redis_server(tmp_path / "redis", bind=("127.0.0.1", first.host_ip)) as broker:
+            redis_server(tmp_path / "redis", bind=("127.0.0.1", first.host_ip), password=BROKER_PASSWORD) as broker:
         # the second namespace reaches the node's address on the first link through its own link
         subprocess.run([*second.command(["ip", "route", "add", f"{first.host_ip}/32", "via", second.host_ip])],
                        check=True, timeout=10)
@@ -98,7 +99,8 @@ def test_two_namespaced_stateless_workers_deliver_every_result_once(tmp_path: Pa
             for ns in (first, second):
                 home = tmp_path / f"home-{ns.label}"
                 worker_env = _clean_env() | {
-                    "DERMNODE_HOME": str(home), "DERMNODE_BROKER_URL": f"redis://{first.host_ip}:{broker_port}/0",
+                    "DERMNODE_HOME": str(home),
+                    "DERMNODE_BROKER_URL": f"redis://:{BROKER_PASSWORD}@{first.host_ip}:{broker_port}/0",
                     "DERMNODE_NODE_URL": node_url, "DERMNODE_WORKER_TOKEN": TOKEN}
                 worker_logs.append(tmp_path / f"{ns.label}.log")
                 with worker_logs[-1].open("w") as log:
