@@ -42,7 +42,7 @@ KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 #: A study's delivery state at one destination, worst first (see ``destination_states``).
-DELIVERY_STATES = ("failed", "retrying", "pending", "sent")
+DELIVERY_STATES = ("failed", "retrying", "pending", "cancelled", "sent")
 
 
 def destination_states(audit: AuditStore, study_uid: str | None = None) -> dict[str, dict[str, str]]:
@@ -50,10 +50,10 @@ def destination_states(audit: AuditStore, study_uid: str | None = None) -> dict[
 
     The state of a study at a destination is the worst of its objects' there: ``failed`` (given up
     after max_attempts), ``retrying`` (an attempt failed; trying again), ``pending`` (not tried
-    yet) or ``sent`` (every object acknowledged).
+    yet), ``cancelled`` (an operator cancelled the study) or ``sent`` (every object acknowledged).
     """
     rank = case((deliveries.c.state == "failed", 0), (deliveries.c.attempts > 0, 1), else_=2)
-    worst = case((deliveries.c.state == "sent", 3), else_=rank)
+    worst = case((deliveries.c.state == "sent", 4), (deliveries.c.state == "cancelled", 3), else_=rank)
     query = (select(deliveries.c.study_uid, deliveries.c.destination, func.min(worst))
              .group_by(deliveries.c.study_uid, deliveries.c.destination)
              .order_by(deliveries.c.study_uid, deliveries.c.destination))
