@@ -133,7 +133,7 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
             env.update(DERMNODE_HOME=str(root / "node"), DERMNODE_PORT=str(node_port), DERMNODE_AE_TITLE="DERMNODE",
                        DERMNODE_QUIET_SECONDS="3600", DERMNODE_BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
-                       DERMNODE_LOG_LEVEL="WARNING")
+                       DERMNODE_LOG_LEVEL="WARNING", DERMNODE_HTTP_PORT="0")
             processes.append(subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=env,
                                               stdout=(root / "serve.log").open("w"), stderr=subprocess.STDOUT))
             for port in (scp_port, redis_port, node_port):

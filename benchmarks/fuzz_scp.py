@@ -90,11 +90,11 @@ def serve_node(home: Path, port: int) -> None:
     from dermnode.node.serve import Node, configure_logging
     from dermnode.node.settings import Settings
 
-    configure_logging("INFO")
-    logging.getLogger("dermnode.assemble").setLevel(logging.WARNING)
     settings = Settings(home=home, port=port, ae_title=AE_TITLE, quiet_seconds=3600,
                         acse_timeout_seconds=TIMEOUT, network_timeout_seconds=TIMEOUT,
                         max_associations=200, max_associations_per_peer=200)
+    configure_logging("INFO", settings.log_dir)
+    logging.getLogger("dermnode.assemble").setLevel(logging.WARNING)
     with Node(settings, lambda study_uid, key: "noop"):
         sys.stdin.read()
 

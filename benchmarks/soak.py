@@ -144,7 +144,7 @@ class Peer:
 def node_environment(home: Path, port: int, destination: str, broker_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
     env.update(
-        DERMNODE_HOME=str(home), DERMNODE_PORT=str(port), DERMNODE_BROKER_URL=broker_url,
+        DERMNODE_HOME=str(home), DERMNODE_PORT=str(port), DERMNODE_BROKER_URL=broker_url, DERMNODE_HTTP_PORT="0",
         DERMNODE_DESTINATIONS=destination, DERMNODE_QUIET_SECONDS="2", DERMNODE_RECONCILE_SECONDS="5",
         DERMNODE_VISIBILITY_TIMEOUT="60", DERMNODE_RESTORE_INTERVAL="2", DERMNODE_RETRY_BASE_SECONDS="0.5",
         DERMNODE_RETRY_MAX_SECONDS="5", DERMNODE_DISPATCH_POLL_SECONDS="0.5",

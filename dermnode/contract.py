@@ -6,6 +6,8 @@ this module without pulling in torch or pydicom.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -127,3 +129,55 @@ class LesionAnalysis:
     @property
     def lesion_area_unit(self) -> str:
         return "mm2" if self.pixel_spacing_mm is not None else "pixels"
+
+
+# ------------------------------------------------------------------------------ the wire format
+def analysis_to_wire(analysis: LesionAnalysis) -> dict:
+    """A LesionAnalysis as JSON-ready data, for a worker on another host to hand back to the node.
+
+    The mask travels bit-packed (``np.packbits``) and base64-encoded with its shape."""
+    mask = None
+    if analysis.mask is not None:
+        bits = np.packbits(np.asarray(analysis.mask, dtype=bool), axis=None)
+        mask = {"shape": list(analysis.mask.shape), "bits": base64.b64encode(bits.tobytes()).decode("ascii")}
+    return {
+        "status": analysis.status.value,
+        "veto_threshold": analysis.veto_threshold,
+        "mask": mask,
+        "segmentation_confidence": analysis.segmentation_confidence,
+        "probabilities": {code: float(p) for code, p in analysis.probabilities.items()},
+        "bcc_probability": analysis.bcc_probability,
+        "radiomics": {name: float(value) for name, value in analysis.radiomics.items()},
+        "pixel_spacing_mm": list(analysis.pixel_spacing_mm) if analysis.pixel_spacing_mm else None,
+        "models": [[m.name, m.version, m.sha256] for m in analysis.models],
+        "seconds": {stage: float(value) for stage, value in analysis.seconds.items()},
+        "failure_reason": analysis.failure_reason,
+    }
+
+
+def analysis_from_wire(data: dict) -> LesionAnalysis:
+    """The inverse of ``analysis_to_wire``; ValueError (in words) for data of another shape."""
+    try:
+        mask = None
+        if data.get("mask") is not None:
+            rows, columns = (int(n) for n in data["mask"]["shape"])
+            bits = np.frombuffer(base64.b64decode(data["mask"]["bits"], validate=True), dtype=np.uint8)
+            if bits.size != (rows * columns + 7) // 8:
+                raise ValueError(f"a {rows}x{columns} mask needs {(rows * columns + 7) // 8} bytes, not {bits.size}")
+            mask = np.unpackbits(bits, count=rows * columns).reshape(rows, columns).astype(bool)
+        spacing = data.get("pixel_spacing_mm")
+        return LesionAnalysis(
+            status=AnalysisStatus(data["status"]),
+            veto_threshold=float(data["veto_threshold"]),
+            mask=mask,
+            segmentation_confidence=data.get("segmentation_confidence"),
+            probabilities={str(code): float(p) for code, p in data.get("probabilities", {}).items()},
+            bcc_probability=data.get("bcc_probability"),
+            radiomics={str(name): float(value) for name, value in data.get("radiomics", {}).items()},
+            pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
+            models=tuple(ModelIdentity(str(name), str(version), str(sha)) for name, version, sha in data.get("models", [])),
+            seconds={str(stage): float(value) for stage, value in data.get("seconds", {}).items()},
+            failure_reason=data.get("failure_reason"),
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error) as error:
+        raise ValueError(f"not an analysis in dermnode's wire format: {type(error).__name__}: {error}") from None

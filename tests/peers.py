@@ -168,19 +168,21 @@ def storescp(directory: Path, aet: str = "STORESCP") -> Iterator[tuple[str, int]
 
 
 @contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """A private redis-server on a loopback port, no persistence; yields its URL."""
+def redis_server(directory: Path, bind: tuple[str, ...] = ("127.0.0.1",), password: str | None = None) -> Iterator[str]:
+    """A private redis-server on a free port of the ``bind`` addresses (loopback by default), no
+    persistence, with ``password`` (needed for peers beyond loopback); yields its URL on the first address."""
     binary = tool("redis-server")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+        [binary, "--bind", *bind, "--port", str(port), "--save", "", "--appendonly", "no",
+         *(["--requirepass", password] if password else []),
          "--dir", str(directory)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, process=process)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://{':' + password + '@' if password else ''}{bind[0]}:{port}/0"
     finally:
         stop(process)

@@ -68,7 +68,8 @@ def test_ten_studies_through_serve_come_back_to_orthanc(tmp_path: Path) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("DERMNODE_")}
         env.update(DERMNODE_HOME=str(tmp_path / "home"), DERMNODE_AE_TITLE="DERMNODE", DERMNODE_PORT=str(port),
                    DERMNODE_DESTINATIONS=pacs.address, DERMNODE_QUIET_SECONDS="1",
-                   DERMNODE_DISPATCH_POLL_SECONDS="0.5", DERMNODE_RETRY_BASE_SECONDS="0.5")
+                   DERMNODE_DISPATCH_POLL_SECONDS="0.5", DERMNODE_RETRY_BASE_SECONDS="0.5",
+                   DERMNODE_HTTP_PORT="0")
         log = (tmp_path / "serve.log").open("w")
         serve = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=env, stdout=log,
                                  stderr=subprocess.STDOUT)

@@ -1,40 +1,21 @@
-"""The audit store (SQLite, and PostgreSQL when reachable), the idempotency keys and the audit commands."""
+"""The audit store (SQLite, and a private PostgreSQL started for the run), the idempotency keys and the audit commands."""
 
 from __future__ import annotations
 
 import csv
-import uuid
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from dermnode.cli import app
 from dermnode.contract import AnalysisStatus, LesionAnalysis, ModelIdentity
 from dermnode.node.audit import FIXED_COLUMNS, AuditStore
 from dermnode.node.schema import deliveries
-
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_url() -> Iterator[str]:
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
-    schema = f"dermnode_test_{uuid.uuid4().hex[:8]}"
-    try:
-        engine = create_engine(POSTGRES, connect_args={"connect_timeout": 3})
-        with engine.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-    except Exception as exc:  # noqa: BLE001 - any connection problem means: no server here
-        pytest.skip(f"no PostgreSQL at {POSTGRES}: {str(exc).splitlines()[0]}")
-    try:
-        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+from pg_support import postgres_schema_url, postgres_server  # noqa: F401 - the fixture
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,7 +25,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore
         yield store
         store.close()
         return
-    for url in _postgres_url():
+    for url in postgres_schema_url(request.getfixturevalue("postgres_server")):
         store = AuditStore(url)
         yield store
         store.close()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dermnode.cli import app
 from dermnode.node.audit import AuditStore
-from test_node_audit import _postgres_url
+from pg_support import postgres_schema_url, postgres_server  # noqa: F401 - the fixture
 
 WRITERS, EVENTS_PER_WRITER = 3, 40
 
@@ -24,7 +24,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'audit.db'}"
         return
-    yield from _postgres_url()
+    yield from postgres_schema_url(request.getfixturevalue("postgres_server"))
 
 
 def _events(store: AuditStore, count: int, writer: int = 0) -> None:

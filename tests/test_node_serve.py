@@ -26,6 +26,7 @@ def _serve(settings, log: Path, **env: str) -> subprocess.Popen:
         "DERMNODE_HOME": str(settings.home), "DERMNODE_PORT": str(settings.port),
         "DERMNODE_AE_TITLE": settings.ae_title, "DERMNODE_QUIET_SECONDS": str(settings.quiet_seconds),
         "DERMNODE_BROKER_URL": settings.broker_url, "DERMNODE_DESTINATIONS": "",
+        "DERMNODE_HTTP_PORT": "0",  # the web server has tests of its own (test_web_*.py)
     }
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
     environment.update(variables, **env)

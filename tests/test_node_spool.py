@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dermnode.node.spool import InvalidUID, Spool
+from dermnode.dicom_templates.uids import InvalidUID
+from dermnode.node.spool import Spool
 from node_support import make_dataset
 
 

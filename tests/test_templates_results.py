@@ -14,6 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from skimage.draw import polygon
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     DermoscopicPhotographyImageStorage,
@@ -33,6 +34,7 @@ from dermnode.contract import (
 )
 from dermnode.dicom_templates import codes
 from dermnode.dicom_templates.image_conversion import dicomize_image, pixel_spacing_mm
+from dermnode.dicom_templates.outline import MAX_OUTLINE_POINTS, lesion_axes, lesion_outline
 from dermnode.dicom_templates.results import ResultSet, build_results
 from dermnode.dicom_templates.seg import read_mask
 from dermnode.dicom_templates.sr_reading import ReadFinding, read_sr
@@ -120,6 +122,13 @@ def assert_lossless(finding: ReadFinding, analysis: LesionAnalysis, source) -> N
                  "radiomics", "pixel_spacing_mm", "models", "seconds", "failure_reason"):
         assert getattr(got, name) == getattr(analysis, name), name
     assert got.mask is None
+    if analysis.mask is not None:
+        axes = lesion_axes(analysis.mask, analysis.pixel_spacing_mm)
+        assert (finding.long_axis, finding.short_axis) == (axes.long, axes.short)
+        assert finding.axis_unit == ("mm" if analysis.pixel_spacing_mm else "pixels")
+        assert np.array_equal(np.array(finding.outline), lesion_outline(analysis.mask))
+    else:
+        assert finding.outline is None and finding.long_axis is None
     assert finding.lesion_area == analysis.lesion_area and finding.lesion_area_unit == (
         analysis.lesion_area_unit if analysis.lesion_area is not None else None
     )
@@ -128,10 +137,33 @@ def assert_lossless(finding: ReadFinding, analysis: LesionAnalysis, source) -> N
     assert finding.coded == {k: v for k, v in expected.items() if v is not None}
 
 
+def assert_planar_group(group, mask: np.ndarray, source, seg) -> None:
+    """TID 1410: the outline is a closed polyline on the source image that follows the mask's border;
+    the area is inferred from segment 1 of the SEG (no frame number: the clean form) and from the
+    same outline; long and short axis are standard concepts."""
+    region = group.roi
+    assert region.GraphicType == "POLYLINE" and 8 <= len(region.value) <= MAX_OUTLINE_POINTS + 1
+    assert np.array_equal(region.value[0], region.value[-1])  # closed
+    assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    filled = np.zeros_like(mask)  # pixels whose centre lies inside the outline
+    filled[polygon(region.value[:, 1] - 0.5, region.value[:, 0] - 0.5, mask.shape)] = True
+    assert (filled & mask).sum() / (filled | mask).sum() > 0.95  # the outline follows the lesion
+    (area,) = group.get_measurements(name=codes.AREA)
+    references = {(i.ValueType, i.ConceptNameCodeSequence[0].CodeValue): i for i in area[0].ContentSequence}
+    segment = references[("IMAGE", codes.SOURCE_OF_MEASUREMENT.value)].ReferencedSOPSequence[0]
+    assert segment.ReferencedSOPInstanceUID == seg.SOPInstanceUID and segment.ReferencedSegmentNumber == 1
+    assert "ReferencedFrameNumber" not in segment and 1 in seg.get_segment_numbers()
+    assert np.array_equal(references[("SCOORD", codes.IMAGE_REGION.value)].GraphicData, region.GraphicData)
+    (long_axis,) = group.get_measurements(name=codes.LONG_AXIS)
+    (short_axis,) = group.get_measurements(name=codes.SHORT_AXIS)
+    assert 0 < short_axis.value <= long_axis.value
+    assert {key(m.name) for m in group.get_measurements()}.isdisjoint({("99DERMNODE", "VETO-T")})
+
+
 def evaluations(sr_path: Path) -> dict[tuple[str, str], tuple[str, str]]:
     """Qualitative evaluations of the SR's only group, as (scheme, value) -> (scheme, value)."""
     report = hd.sr.srread(sr_path).content
-    groups = report.get_volumetric_roi_measurement_groups() + report.get_image_measurement_groups()
+    groups = report.get_planar_roi_measurement_groups() + report.get_image_measurement_groups()
     assert len(groups) == 1
     return {(e.name.scheme_designator, e.name.value): (e.value.scheme_designator, e.value.value)
             for e in groups[0].get_qualitative_evaluations()}
@@ -167,10 +199,8 @@ def test_veto_positive_writes_seg_sr_and_kos(case, tmp_path):
 
     (finding,) = read_sr(paths["sr"])
     assert finding.segment == (results.seg.SOPInstanceUID, 1)  # resolves to the SEG written
-    group = hd.sr.srread(paths["sr"]).content.get_volumetric_roi_measurement_groups()[0]
-    reference = group.referenced_segment[0].ReferencedSOPSequence[0]
-    assert reference.ReferencedSegmentNumber == 1 and "ReferencedFrameNumber" not in reference  # the clean form
-    assert seg.SOPInstanceUID == reference.ReferencedSOPInstanceUID and 1 in seg.get_segment_numbers()
+    (group,) = hd.sr.srread(paths["sr"]).content.get_planar_roi_measurement_groups()  # TID 1410
+    assert_planar_group(group, mask, source, seg)
     assert_lossless(finding, analysis, source)
     found = evaluations(paths["sr"])
     assert found[key(codes.MALIGNANCY_VETO)] == key(codes.YES)

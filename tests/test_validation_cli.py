@@ -32,14 +32,15 @@ def test_bad_invocations_say_what_is_wrong(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_an_empty_audit_store_still_gives_a_report(tmp_path: Path) -> None:
+def test_an_empty_audit_store_gives_a_report_and_an_error(tmp_path: Path) -> None:
     from dermnode.node.audit import AuditStore
 
     AuditStore(f"sqlite:///{tmp_path / 'dermnode.db'}").close()
     truth = tmp_path / "truth.csv"
     truth.write_text("accession_number,diagnosis\nA1,MEL\nA2,lichen\n")
     code, output = invoke("--truth", str(truth), "--audit", "--out", str(tmp_path / "out"), home=tmp_path)
-    assert code == 0, output
+    assert code == 2, output  # nothing was validated: an error, with the report saying why
     assert "0 cases joined on accession_number; 2 truth rows excluded" in output
+    assert "dermnode: error: no case to validate: none of the 2 truth rows matched" in output
     html = (tmp_path / "out" / "report.html").read_text()
     assert "no recorded output with this accession_number" in html and "unknown diagnosis &#x27;lichen&#x27;" in html

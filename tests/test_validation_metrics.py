@@ -10,9 +10,11 @@ from dermnode.contract import CLASS_CODES, MALIGNANT_CODES
 from dermnode.models.metrics.bootstrap import bootstrap_intervals
 from dermnode.validation.cohort import Case
 from dermnode.validation.html_report import render_html
+from dermnode.validation.minimum import MinimumCounts
 from dermnode.validation.report import ReportOptions, build_report
 
-QUICK = ReportOptions(resamples=200, seed=1)
+EVERY_COUNT = MinimumCounts(1, 1)  # these tests check the arithmetic on a few cases: no minimum count
+QUICK = ReportOptions(resamples=200, seed=1, minimum=EVERY_COUNT)
 
 
 def case(key: str, truth: str, veto_threshold: float = 0.3, **probabilities: float) -> Case:
@@ -184,7 +186,7 @@ def test_bootstrap_intervals_are_seeded_and_cover_the_estimate() -> None:
     for group in ("malignant", "macro", "NV", "MEL"):
         entry = first[group]
         assert entry["ci_low"] < entry["auroc"] < entry["ci_high"]
-    other_seed = build_report(cases, [], truth_rows=200, options=ReportOptions(resamples=200, seed=2)).data
+    other_seed = build_report(cases, [], truth_rows=200, options=ReportOptions(resamples=200, seed=2, minimum=EVERY_COUNT)).data
     assert other_seed["discrimination"]["malignant"]["ci_low"] != first["malignant"]["ci_low"]
 
 

@@ -46,7 +46,7 @@ def environment(settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
     env.update(DERMNODE_HOME=str(settings.home), DERMNODE_PORT=str(settings.port),
                DERMNODE_QUIET_SECONDS=str(settings.quiet_seconds), DERMNODE_BROKER_URL=settings.broker_url,
-               DERMNODE_DESTINATIONS="", DERMNODE_RECONCILE_SECONDS="1", DERMNODE_RESTORE_INTERVAL="1", **extra)
+               DERMNODE_DESTINATIONS="", DERMNODE_HTTP_PORT="0", DERMNODE_RECONCILE_SECONDS="1", DERMNODE_RESTORE_INTERVAL="1", **extra)
     return env
 
 

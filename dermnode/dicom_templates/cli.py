@@ -1,10 +1,17 @@
-"""Commands of this room, mounted on the `dermnode` app by dermnode/cli.py: `dicomize`, `report show`."""
+"""Commands of this room, mounted on the `dermnode` app by dermnode/cli.py: `dicomize`, `report show`.
+
+A user mistake raises UserError (one line on stderr, exit 2: see dermnode/cli.py).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+
+from dermnode.errors import UserError
+
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 report_app = typer.Typer(help="Read dermnode result objects back.", no_args_is_help=True)
 
@@ -18,10 +25,15 @@ def dicomize(
     """Turn dermoscopy images into Dermoscopic Photography Image Storage instances (JPEG Baseline)."""
     from rich.progress import track
 
-    from dermnode.dicom_templates.dicomize import dicomize_folder, image_files, read_metadata_csv
+    from dermnode.dicom_templates.dicomize import IMAGE_SUFFIXES, dicomize_folder, image_files, read_metadata_csv
 
-    table = read_metadata_csv(metadata)
+    try:
+        table = read_metadata_csv(metadata)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(f"--metadata: {error}") from None
     images = image_files(images_dir)[: limit or None]
+    if not images:
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
     failures = 0
     for result in track(dicomize_folder(images, table, out), total=len(images), description="dicomize"):
         if result.error:
@@ -43,9 +55,24 @@ def report_show(
     from rich.console import Console
     from rich.table import Table
 
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
     from dermnode.dicom_templates.sr_reading import finding_as_dict, read_sr
 
-    findings = read_sr(file)
+    try:
+        ds = dcmread(file)
+    except InvalidDicomError:
+        raise UserError(f"{file} is not a DICOM file (no DICOM file header)") from None
+    except OSError as error:
+        raise UserError(f"cannot read {file}: {error.strerror or error}") from None
+    if str(ds.get("SOPClassUID", "")) != COMPREHENSIVE_3D_SR:
+        kind = getattr(ds.get("SOPClassUID"), "name", None) or "an object without a SOP Class UID"
+        raise UserError(f"{file} is {kind}, not a dermnode SR (Comprehensive 3D SR)")
+    try:
+        findings = read_sr(ds)
+    except (AttributeError, KeyError, ValueError) as error:
+        raise UserError(f"{file} is a Comprehensive 3D SR but not one dermnode wrote: {error}") from None
     rows = [finding_as_dict(finding) for finding in findings]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -95,18 +95,20 @@ SITE_BY_CODE: dict[tuple[str, str], str] = {
 
 # ------------------------------------------------------------------------------------- diagnoses
 
-#: The eight classes (dermnode.contract.CLASS_CODES) -> the code of the diagnosis. pydicom's tables
-#: (DICOM PS3.16) hold SNOMED CT codes for melanoma, squamous cell carcinoma and actinic keratosis
-#: only; the others get private codes rather than SNOMED codes typed in from memory.
+#: The eight classes (dermnode.contract.CLASS_CODES) -> the code of the diagnosis: SNOMED CT where
+#: pydicom's tables (DICOM PS3.16) hold the concept, private otherwise (docs/CONFORMANCE.md lists
+#: the table of each). The tables hold no melanocytic nevus, basal cell carcinoma of skin, benign
+#: keratosis or dermatofibroma; ISIC's VASC class (cherry angiomas, angiokeratomas, pyogenic
+#: granulomas) gets the nearest coded concept, Hemangioma.
 DIAGNOSIS_CODES: dict[str, Code] = {
     "NV": private("NV", "Melanocytic nevus"),
-    "MEL": verified("SCT", "1162635006", "Malignant melanoma"),
+    "MEL": verified("SCT", "1162635006", "Malignant melanoma"),  # CID 638/639
     "BCC": private("BCC", "Basal cell carcinoma"),
     "BKL": private("BKL", "Benign keratosis"),
-    "AK": verified("SCT", "201101007", "Actinic keratosis"),
-    "SCC": verified("SCT", "1162767002", "Squamous cell carcinoma"),
+    "AK": verified("SCT", "201101007", "Actinic keratosis"),  # CID 4405
+    "SCC": verified("SCT", "254651007", "Squamous cell carcinoma of skin"),  # CID 638/639
     "DF": private("DF", "Dermatofibroma"),
-    "VASC": private("VASC", "Vascular lesion"),
+    "VASC": verified("SCT", "400210000", "Hemangioma"),  # CID 6030
 }
 #: The two answers of the BCC-versus-seborrheic-keratosis model.
 BCC_SK_CODES: dict[str, Code] = {
@@ -125,13 +127,17 @@ ARTIFICIAL_INTELLIGENCE = verified("DCM", "123110", "Artificial Intelligence")
 PROCESSING_EQUIPMENT = verified("DCM", "109102", "Processing Equipment")
 PROBABILITY_OF_CANCER = verified("DCM", "111047", "Probability of cancer")
 AREA = verified("SCT", "42798000", "Area")
+LONG_AXIS = verified("SCT", "103339001", "Long axis")
+SHORT_AXIS = verified("SCT", "103340004", "Short axis")
+IMAGE_REGION = verified("DCM", "111030", "Image Region")
+SOURCE_OF_MEASUREMENT = verified("DCM", "121112", "Source of Measurement")
+MOST_LIKELY_DIAGNOSIS = verified("DCM", "111023", "Differential Diagnosis/Impression")
 HORIZONTAL_PIXEL_SPACING = verified("DCM", "111026", "Horizontal Pixel Spacing")
 VERTICAL_PIXEL_SPACING = verified("DCM", "111066", "Vertical Pixel Spacing")
+ALGORITHM_PARAMETERS = verified("DCM", "111002", "Algorithm Parameters")
 KOS_TITLE = verified("DCM", "113000", "Of Interest")  # CID 7010 has no "For Attention" title
 
-MOST_LIKELY_DIAGNOSIS = private("DX", "Most likely diagnosis")
 MALIGNANCY_VETO = private("VETO", "Malignancy veto")
-VETO_THRESHOLD = private("VETO-T", "Malignancy veto threshold")
 BCC_SK_CALL = private("BCCSK", "Basal cell carcinoma versus seborrheic keratosis")
 BCC_PROBABILITY = private("P-BCCSK", "Probability of basal cell carcinoma versus seborrheic keratosis")
 SEGMENTATION_CONFIDENCE = private("SEG-CONF", "Lesion segmentation confidence")
@@ -144,23 +150,16 @@ STATUS_CODES: dict[str, Code] = {
     "failed": private("FAILED", "Analysis failed"),
     "not_analysable": private("NOT-ANALYSABLE", "Image not analysable"),
 }
-#: Probability of each class: one private concept per class ("P-MEL", "Probability of malignant melanoma").
+#: Probability of each class: one private concept per class ("P-MEL", "Probability of malignant
+#: melanoma"); the tables' only probability of a diagnosis is DCM 111047 "Probability of cancer".
 CLASS_PROBABILITY_CODES: dict[str, Code] = {
     code: private(f"P-{code}", f"Probability of {concept.meaning[0].lower()}{concept.meaning[1:]}")
     for code, concept in DIAGNOSIS_CODES.items()
 }
-STAGE_TIME_PREFIX = "T-"
-
-
-def stage_time_code(stage: str) -> Code:
-    """Wall time of one analysis stage (segmentation, radiomics, classifier, bcc_sk, ...)."""
-    return private(f"{STAGE_TIME_PREFIX}{stage}", f"Wall time of stage {stage}")
-
 
 # ------------------------------------------------------------------------------------------ units
 
 PROBABILITY_UNIT = verified("UCUM", "1", "no units")
-SECONDS = verified("UCUM", "s", "second")
 MILLIMETER = verified("UCUM", "mm", "mm")
 SQUARE_MILLIMETER = verified("UCUM", "mm2", "square millimeter")
 #: A UCUM annotation (dimensionless count): valid UCUM syntax, not in the shipped tables.

@@ -11,22 +11,33 @@ from dermnode.contract import PatientMetadata
 from dermnode.dicom_templates.image_conversion import InvalidInstance, dicomize_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+METADATA_COLUMNS = ("image_id", "age_approx", "sex", "anatom_site_general")
 
 
 def read_metadata_csv(path: Path) -> dict[str, PatientMetadata]:
-    """image_id -> PatientMetadata from a CSV with image_id, age_approx, sex, anatom_site_general."""
+    """image_id -> PatientMetadata from a CSV with image_id, age_approx, sex, anatom_site_general.
+
+    ValueError, in words, for an empty file, missing columns or an age that is not a number.
+    """
     table: dict[str, PatientMetadata] = {}
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"image_id", "age_approx", "sex", "anatom_site_general"} - set(reader.fieldnames or ())
+        if reader.fieldnames is None:
+            raise ValueError(f"{path} is empty; it needs the header line {','.join(METADATA_COLUMNS)}")
+        missing = set(METADATA_COLUMNS) - set(reader.fieldnames)
         if missing:
             raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(missing))}")
         for row in reader:
             age = (row["age_approx"] or "").strip()
+            try:
+                years = float(age) if age else None
+            except ValueError:
+                raise ValueError(f"{path} line {reader.line_num}: age_approx of {row['image_id']} is not a number "
+                                 "(years, or empty when unknown)") from None
             table.setdefault(
                 row["image_id"].strip(),
                 PatientMetadata(
-                    age=float(age) if age else None,
+                    age=years,
                     sex=(row["sex"] or "").strip().lower() or None,
                     anatomic_site=(row["anatom_site_general"] or "").strip().lower() or None,
                 ),

@@ -21,6 +21,14 @@ TYPE2_CARRIED = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
     "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
 )
+#: Patient and Study attributes (Patient, General Study and Patient Study modules, all allowed in
+#: SEG, SR and KOS) that every result repeats from its source when the source has them, so that the
+#: image and its results describe one patient and one study (dcentvfy).
+STUDY_LEVEL = (
+    "IssuerOfPatientID", "OtherPatientIDsSequence", "PatientBirthTime", "EthnicGroup", "PatientComments",
+    "PatientIdentityRemoved", "DeidentificationMethod", "StudyDescription", "ProcedureCodeSequence",
+    "PatientAge", "PatientSize", "PatientWeight", "PatientSexNeutered", "AdmittingDiagnosesDescription",
+)
 #: The character set results are written in when the source declares one DICOM does not define.
 FALLBACK_CHARACTER_SET = "ISO_IR 192"
 
@@ -78,4 +86,14 @@ def build_results(
     kos = None
     if kos_enabled and analysis.veto:
         kos = build_kos(source, sr, seg, analysis, series_number=series_number_base + 2)
-    return ResultSet(seg=seg, sr=sr, kos=kos)
+    results = ResultSet(seg=seg, sr=sr, kos=kos)
+    for result in results.datasets():
+        repeat_study(source, result)
+    return results
+
+
+def repeat_study(source: Dataset, result: Dataset) -> None:
+    """Copy the :data:`STUDY_LEVEL` attributes of ``source`` that ``result`` lacks."""
+    for keyword in STUDY_LEVEL:
+        if keyword in source and keyword not in result:
+            result[keyword] = deepcopy(source[keyword])

@@ -2,17 +2,22 @@
 
 One measurement group per image:
 
-- analysed with a lesion mask: TID 1411 (Volumetric ROI) whose "Referenced Segment" points at the
-  lesion segment of the SEG (segment number only, no frame number: the form that dciodvfy accepts
-  and that resolves with highdicom), with the source image as "Source image for segmentation";
+- analysed with a lesion mask: TID 1410 (Planar ROI) whose Image Region is the lesion outline (a
+  closed SCOORD POLYLINE on the source image), with area, long and short axis, the diagnosis and
+  the probabilities. The area is inferred from the outline and from the lesion segment of the SEG
+  (segment number only, no frame number: the form that dciodvfy accepts);
 - no lesion, or failed: TID 1501 (image-level) saying so in coded form, plus the failure reason.
 
-The content of each group is listed in docs/CONFORMANCE.md; :mod:`sr_reading` decodes it.
+Processing data (veto threshold, wall time per stage) are Algorithm Parameters of the dermnode
+algorithm identification (TID 4019), not measurements. The pixel spacing, a property of the image,
+is in the Image Library entry (TID 1602). docs/CONFORMANCE.md lists every item; :mod:`sr_reading`
+decodes them.
 """
 
 from __future__ import annotations
 
 import highdicom as hd
+import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes as dcm_codes
 from pydicom.uid import generate_uid
@@ -27,6 +32,7 @@ from dermnode.contract import (
     ModelIdentity,
 )
 from dermnode.dicom_templates import codes
+from dermnode.dicom_templates.outline import lesion_axes, lesion_outline
 from dermnode.dicom_templates.seg import LESION_SEGMENT_NUMBER, MANUFACTURER, software_version
 
 ALGORITHM_NAME = "dermnode"
@@ -52,8 +58,42 @@ def _num(name, value: float, unit, model: ModelIdentity | None = None) -> hd.sr.
     return hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=_algorithm(model))
 
 
-def _measurements(analysis: LesionAnalysis) -> list[hd.sr.Measurement]:
-    items = [_num(codes.VETO_THRESHOLD, analysis.veto_threshold, codes.PROBABILITY_UNIT)]
+#: Tracking Identifier prefix by which @cornerstonejs/adapters (OHIF's SR hydration) recognise a
+#: closed planar outline as a PlanarFreehandROI; the rest of the identifier names the lesion.
+PLANAR_OUTLINE_TRACKING_PREFIX = "Cornerstone3DTools@^0.1.0:PlanarFreehandROI:"
+#: Algorithm Parameters of the dermnode algorithm: "veto_threshold=0.3", "seconds.<stage>=0.51".
+VETO_THRESHOLD_PARAMETER = "veto_threshold"
+SECONDS_PARAMETER = "seconds."
+
+
+def processing_parameters(analysis: LesionAnalysis) -> list[str]:
+    """The veto threshold and the wall time of each stage, as ``name=value`` (exact float repr)."""
+    return [f"{VETO_THRESHOLD_PARAMETER}={float(analysis.veto_threshold)!r}"] + [
+        f"{SECONDS_PARAMETER}{stage}={float(seconds)!r}" for stage, seconds in analysis.seconds.items()
+    ]
+
+
+def _lesion_measurements(analysis: LesionAnalysis, seg: Dataset) -> list[hd.sr.Measurement]:
+    """Area (inferred from the SEG segment), then long and short axis."""
+    segmenter = _model(analysis, SEGMENTATION_MODEL)
+    spacing = analysis.pixel_spacing_mm
+    area = _num(codes.AREA, analysis.lesion_area, codes.SQUARE_MILLIMETER if spacing else codes.PIXELS, segmenter)
+    segment_item = hd.sr.ImageContentItem(
+        name=codes.SOURCE_OF_MEASUREMENT,
+        referenced_sop_class_uid=seg.SOPClassUID,
+        referenced_sop_instance_uid=seg.SOPInstanceUID,
+        referenced_segment_numbers=LESION_SEGMENT_NUMBER,
+        relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+    )
+    area[0].ContentSequence = [*area[0].get("ContentSequence", []), segment_item]
+    axes = lesion_axes(analysis.mask, spacing)
+    length_unit = codes.MILLIMETER if spacing else codes.PIXELS
+    return [area, _num(codes.LONG_AXIS, axes.long, length_unit, segmenter), _num(codes.SHORT_AXIS, axes.short, length_unit, segmenter)]
+
+
+def _measurements(analysis: LesionAnalysis, planar: bool) -> list[hd.sr.Measurement]:
+    """Probabilities, segmentation confidence and radiomics; the area too for a group without outline."""
+    items = []
     classifier = _model(analysis, CLASSIFIER_MODEL)
     if analysis.probabilities:
         items += [
@@ -66,16 +106,11 @@ def _measurements(analysis: LesionAnalysis) -> list[hd.sr.Measurement]:
     segmenter = _model(analysis, SEGMENTATION_MODEL)
     if analysis.segmentation_confidence is not None:
         items.append(_num(codes.SEGMENTATION_CONFIDENCE, analysis.segmentation_confidence, codes.PROBABILITY_UNIT, segmenter))
-    if analysis.lesion_area is not None:
+    if analysis.lesion_area is not None and not planar:
         unit = codes.SQUARE_MILLIMETER if analysis.pixel_spacing_mm else codes.PIXELS
         items.append(_num(codes.AREA, analysis.lesion_area, unit, segmenter))
-    if analysis.pixel_spacing_mm is not None:
-        items.append(_num(codes.VERTICAL_PIXEL_SPACING, analysis.pixel_spacing_mm[0], codes.MILLIMETER))
-        items.append(_num(codes.HORIZONTAL_PIXEL_SPACING, analysis.pixel_spacing_mm[1], codes.MILLIMETER))
     for name, value in analysis.radiomics.items():
         items.append(_num(codes.radiomic_feature_code(name), value, codes.PROBABILITY_UNIT))
-    for stage, seconds in analysis.seconds.items():
-        items.append(_num(codes.stage_time_code(stage), seconds, codes.SECONDS))
     return items
 
 
@@ -96,27 +131,49 @@ def _finding_sites(source: Dataset) -> list[hd.sr.FindingSite]:
     ]
 
 
+def _infer_area_from_outline(group, outline: np.ndarray, source: Dataset) -> None:
+    """Repeat the outline as INFERRED FROM of the Area: @cornerstonejs/adapters (OHIF's SR
+    hydration) read a measurement's outline only from inside its first NUM. highdicom 0.28 refuses
+    coordinates in TID 1419 measurements when building, so the item is added to the built group."""
+    area = next(item for item in group[0].ContentSequence
+                if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == codes.AREA.value)
+    region = _region(outline, source)
+    region.RelationshipType = hd.sr.RelationshipTypeValues.INFERRED_FROM.value
+    area.ContentSequence.append(region)
+
+
+def _region(outline: np.ndarray, source: Dataset) -> hd.sr.ImageRegion:
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=outline,
+        source_image=hd.sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID),
+    )
+
+
 def measurement_group(source: Dataset, analysis: LesionAnalysis, seg: Dataset | None):
-    """The TID 1411 or TID 1501 group for one image (see the module docstring)."""
-    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"dermnode lesion, series {source.get('SeriesNumber', '')} image {source.get('InstanceNumber', '')}")
+    """The TID 1410 or TID 1501 group for one image (see the module docstring)."""
+    lesion = f"dermnode lesion, series {source.get('SeriesNumber', '')} image {source.get('InstanceNumber', '')}"
+    planar = seg is not None and analysis.mask is not None
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=(PLANAR_OUTLINE_TRACKING_PREFIX + lesion) if planar else lesion)
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=ALGORITHM_NAME, version=software_version(), parameters=processing_parameters(analysis)
+    )
     common = dict(
         tracking_identifier=tracking,
         finding_type=codes.LESION,
-        algorithm_id=hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=software_version()),
+        algorithm_id=algorithm,
         finding_sites=_finding_sites(source) or None,
-        measurements=_measurements(analysis),
         qualitative_evaluations=_evaluations(analysis),
     )
-    if seg is not None:
-        segment = hd.sr.ReferencedSegment(
-            sop_class_uid=seg.SOPClassUID,
-            sop_instance_uid=seg.SOPInstanceUID,
-            segment_number=LESION_SEGMENT_NUMBER,
-            source_images=[hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID)],
+    if planar:
+        outline = lesion_outline(analysis.mask)
+        measurements = _lesion_measurements(analysis, seg) + _measurements(analysis, planar=True)
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=_region(outline, source), measurements=measurements, **common
         )
-        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
+        _infer_area_from_outline(group, outline, source)
     else:
-        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(measurements=_measurements(analysis, planar=False), **common)
     if analysis.failure_reason:
         group[0].ContentSequence.append(
             hd.sr.TextContentItem(
@@ -132,22 +189,29 @@ def measurement_group(source: Dataset, analysis: LesionAnalysis, seg: Dataset | 
 _MODALITIES = {"DMS": dcm_codes.cid29.Dermoscopy, "XC": dcm_codes.cid29.ExternalCameraPhotography}
 
 
-def image_library(source: Dataset) -> hd.sr.ContainerContentItem:
-    """TID 1600 Image Library with the source image (built here: highdicom 0.28's ImageLibrary
-    does not know Dermoscopic Photography Image Storage)."""
+def image_library(source: Dataset, spacing: tuple[float, float] | None) -> hd.sr.ContainerContentItem:
+    """TID 1600 Image Library with the source image, its modality and (row, column) pixel spacing
+    (built here: highdicom 0.28's ImageLibrary does not know Dermoscopic Photography Image Storage)."""
     entry = hd.sr.ImageContentItem(
         name=hd.sr.CodedConcept("260753009", "SCT", "Source"),
         referenced_sop_class_uid=source.SOPClassUID,
         referenced_sop_instance_uid=source.SOPInstanceUID,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
+    descriptors = []
     modality = _MODALITIES.get(str(source.get("Modality", "")))
     if modality is not None:
-        entry.ContentSequence = [
-            hd.sr.CodeContentItem(
-                name=dcm_codes.DCM.Modality, value=modality, relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
-            )
-        ]
+        descriptors.append(hd.sr.CodeContentItem(
+            name=dcm_codes.DCM.Modality, value=modality, relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
+        ))
+    if spacing is not None:  # TID 1602 rows: the spacing of the image that the mm values rest on
+        for name, value in ((codes.HORIZONTAL_PIXEL_SPACING, spacing[1]), (codes.VERTICAL_PIXEL_SPACING, spacing[0])):
+            descriptors.append(hd.sr.NumContentItem(
+                name=name, value=float(value), unit=codes.MILLIMETER,
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT,
+            ))
+    if descriptors:
+        entry.ContentSequence = descriptors
     group = hd.sr.ContainerContentItem(name=dcm_codes.DCM.ImageLibraryGroup, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     group.ContentSequence = [entry]
     library = hd.sr.ContainerContentItem(name=dcm_codes.DCM.ImageLibrary, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
@@ -206,7 +270,7 @@ def build_sr(
     )
     items = report[0].ContentSequence
     position = next(i for i, item in enumerate(items) if item.ValueType == "CONTAINER")  # Imaging Measurements
-    items.insert(position, image_library(source))
+    items.insert(position, image_library(source, analysis.pixel_spacing_mm))
     evidence = [source] + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import highdicom as hd
 from pydicom import Dataset, dcmread
+from pydicom.sr.codedict import codes as dcm_codes
 
 from dermnode.contract import AnalysisStatus, LesionAnalysis, ModelIdentity
 from dermnode.dicom_templates import codes
 from dermnode.dicom_templates.image_conversion import SUPPORTED_SOP_CLASSES
-from dermnode.dicom_templates.sr import MODEL_CONTRIBUTION
+from dermnode.dicom_templates.sr import MODEL_CONTRIBUTION, SECONDS_PARAMETER, VETO_THRESHOLD_PARAMETER
 
 
 @dataclass
@@ -24,11 +25,20 @@ class ReadFinding:
     segment: tuple[str, int] | None = None  # (SEG SOP Instance UID, segment number)
     lesion_area: float | None = None
     lesion_area_unit: str | None = None
+    outline: list[tuple[float, float]] | None = None  # closed polyline, (column, row) image coordinates
+    long_axis: float | None = None
+    short_axis: float | None = None
+    axis_unit: str | None = None
     coded: dict[str, object] = field(default_factory=dict)  # top_class, veto, malignancy_probability, bcc_sk_call
 
 
 def _key(concept) -> tuple[str, str]:
     return concept.scheme_designator, concept.value
+
+
+def _item_key(item: Dataset) -> tuple[str, str]:
+    concept = item.ConceptNameCodeSequence[0]
+    return str(concept.CodingSchemeDesignator), str(concept.CodeValue)
 
 
 _BY_CODE = {
@@ -49,23 +59,32 @@ def read_sr(path_or_dataset: Path | str | Dataset) -> list[ReadFinding]:
         for item in ds.get("ContributingEquipmentSequence", [])
         if item.get("ContributionDescription") == MODEL_CONTRIBUTION
     )
+    spacing = _image_library_spacing(ds)
     findings = []
-    for group in report.get_volumetric_roi_measurement_groups():
-        findings.append(_read_group(group, models, _segment_reference(group)))
+    for group in report.get_planar_roi_measurement_groups():
+        region = group.roi
+        source = str(region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        finding = _read_group(group, models, spacing, source)
+        finding.outline = [(float(x), float(y)) for x, y in region.value]
+        findings.append(finding)
     for group in report.get_image_measurement_groups():
-        findings.append(_read_group(group, models, None, source=_evidence_image(ds)))
+        findings.append(_read_group(group, models, spacing, _evidence_image(ds)))
     return findings
 
 
-def _segment_reference(group) -> tuple[tuple[str, int], str]:
-    items = group.referenced_segment
-    segment = next(item for item in items if _key(item.ConceptNameCodeSequence[0]) == ("DCM", "121191"))
-    source = next(item for item in items if _key(item.ConceptNameCodeSequence[0]) == ("DCM", "121233"))
-    reference = segment.ReferencedSOPSequence[0]
-    return (
-        (str(reference.ReferencedSOPInstanceUID), int(reference.ReferencedSegmentNumber)),
-        str(source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
-    )
+def _image_library_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) pixel spacing from the Image Library entry of the source (TID 1602)."""
+    found: dict[tuple[str, str], float] = {}
+    for library in ds.get("ContentSequence", []):
+        if _item_key(library) != _key(dcm_codes.DCM.ImageLibrary):
+            continue
+        for group in library.get("ContentSequence", []):
+            for entry in group.get("ContentSequence", []):
+                for descriptor in entry.get("ContentSequence", []):
+                    if descriptor.ValueType == "NUM":
+                        found[_item_key(descriptor)] = hd.sr.NumContentItem.from_dataset(descriptor).value
+    rows, columns = found.get(_key(codes.VERTICAL_PIXEL_SPACING)), found.get(_key(codes.HORIZONTAL_PIXEL_SPACING))
+    return (float(rows), float(columns)) if rows is not None and columns is not None else None
 
 
 def _evidence_image(ds: Dataset) -> str:
@@ -78,17 +97,24 @@ def _evidence_image(ds: Dataset) -> str:
     raise ValueError("the SR references no photographic image in its evidence")
 
 
-def _read_group(group, models, segment_reference, source: str | None = None) -> ReadFinding:
-    segment = None
-    if segment_reference is not None:
-        segment, source = segment_reference
-    analysis = LesionAnalysis(status=AnalysisStatus.FAILED, models=models)
-    finding = ReadFinding(source_sop_instance_uid=source, analysis=analysis, tracking_uid=str(group.tracking_uid), segment=segment)
-    spacing: dict[str, float] = {}
+def _read_parameters(group, analysis: LesionAnalysis) -> None:
+    """Veto threshold and stage times from the Algorithm Parameters of the group (sr.processing_parameters)."""
+    for item in group[0].ContentSequence:
+        if item.ValueType != "TEXT" or _item_key(item) != _key(codes.ALGORITHM_PARAMETERS):
+            continue
+        name, _, value = str(item.TextValue).partition("=")
+        if name == VETO_THRESHOLD_PARAMETER:
+            analysis.veto_threshold = float(value)
+        elif name.startswith(SECONDS_PARAMETER):
+            analysis.seconds[name.removeprefix(SECONDS_PARAMETER)] = float(value)
+
+
+def _read_group(group, models, spacing, source: str) -> ReadFinding:
+    analysis = LesionAnalysis(status=AnalysisStatus.FAILED, models=models, pixel_spacing_mm=spacing)
+    finding = ReadFinding(source_sop_instance_uid=source, analysis=analysis, tracking_uid=str(group.tracking_uid))
+    _read_parameters(group, analysis)
     for measurement in group.get_measurements():
-        _read_measurement(measurement, finding, spacing)
-    if spacing:
-        analysis.pixel_spacing_mm = (spacing["rows"], spacing["columns"])
+        _read_measurement(measurement, finding)
     for evaluation in group.get_qualitative_evaluations():
         name, value = _key(evaluation.name), _key(evaluation.value)
         if name == _key(codes.ANALYSIS_STATUS):
@@ -100,19 +126,30 @@ def _read_group(group, models, segment_reference, source: str | None = None) -> 
         elif name == _key(codes.BCC_SK_CALL):
             finding.coded["bcc_sk_call"] = _BY_CODE["bcc_sk"][value]
     for item in group[0].ContentSequence:
-        if item.ValueType == "TEXT" and _key(item.ConceptNameCodeSequence[0]) == _key(codes.FAILURE_REASON):
+        if item.ValueType == "TEXT" and _item_key(item) == _key(codes.FAILURE_REASON):
             analysis.failure_reason = str(item.TextValue)
     return finding
 
 
-def _read_measurement(measurement, finding: ReadFinding, spacing: dict[str, float]) -> None:
+def _segment(measurement) -> tuple[str, int] | None:
+    """The SEG segment a measurement was inferred from, if it names one."""
+    for item in measurement[0].get("ContentSequence", []):
+        if item.ValueType == "IMAGE" and _item_key(item) == _key(codes.SOURCE_OF_MEASUREMENT):
+            reference = item.ReferencedSOPSequence[0]
+            if "ReferencedSegmentNumber" in reference:
+                return str(reference.ReferencedSOPInstanceUID), int(reference.ReferencedSegmentNumber)
+    return None
+
+
+def _unit(measurement) -> str:
+    return {_key(codes.SQUARE_MILLIMETER): "mm2", _key(codes.MILLIMETER): "mm"}.get(_key(measurement.unit), "pixels")
+
+
+def _read_measurement(measurement, finding: ReadFinding) -> None:
     analysis, key, value = finding.analysis, _key(measurement.name), float(measurement.value)
-    meaning = measurement.name.meaning
-    feature = codes.radiomic_feature_name(key[0], key[1], meaning)
+    feature = codes.radiomic_feature_name(key[0], key[1], measurement.name.meaning)
     if key in _BY_CODE["class_probability"]:
         analysis.probabilities[_BY_CODE["class_probability"][key]] = value
-    elif key == _key(codes.VETO_THRESHOLD):
-        analysis.veto_threshold = value
     elif key == _key(codes.PROBABILITY_OF_CANCER):
         finding.coded["malignancy_probability"] = value
     elif key == _key(codes.BCC_PROBABILITY):
@@ -120,16 +157,14 @@ def _read_measurement(measurement, finding: ReadFinding, spacing: dict[str, floa
     elif key == _key(codes.SEGMENTATION_CONFIDENCE):
         analysis.segmentation_confidence = value
     elif key == _key(codes.AREA):
-        finding.lesion_area = value
-        finding.lesion_area_unit = "mm2" if _key(measurement.unit) == _key(codes.SQUARE_MILLIMETER) else "pixels"
-    elif key == _key(codes.VERTICAL_PIXEL_SPACING):
-        spacing["rows"] = value
-    elif key == _key(codes.HORIZONTAL_PIXEL_SPACING):
-        spacing["columns"] = value
+        finding.lesion_area, finding.lesion_area_unit = value, _unit(measurement)
+        finding.segment = _segment(measurement)
+    elif key == _key(codes.LONG_AXIS):
+        finding.long_axis, finding.axis_unit = value, _unit(measurement)
+    elif key == _key(codes.SHORT_AXIS):
+        finding.short_axis = value
     elif feature is not None:
         analysis.radiomics[feature] = value
-    elif key[0] == codes.PRIVATE_SCHEME and key[1].startswith(codes.STAGE_TIME_PREFIX):
-        analysis.seconds[key[1].removeprefix(codes.STAGE_TIME_PREFIX)] = value
 
 
 def finding_as_dict(finding: ReadFinding) -> dict:
@@ -149,6 +184,10 @@ def finding_as_dict(finding: ReadFinding) -> dict:
         "segmentation_confidence": a.segmentation_confidence,
         "lesion_area": finding.lesion_area,
         "lesion_area_unit": finding.lesion_area_unit,
+        "long_axis": finding.long_axis,
+        "short_axis": finding.short_axis,
+        "axis_unit": finding.axis_unit,
+        "outline": [list(point) for point in finding.outline] if finding.outline else None,
         "pixel_spacing_mm": list(a.pixel_spacing_mm) if a.pixel_spacing_mm else None,
         "radiomics": a.radiomics,
         "seconds": a.seconds,

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import typer
 
-DATA = typer.Option(..., "--data", help="data folder laid out like ../shared/data (metadata.csv, <collection>/images)")
+
+
+def data_folder(path: Path | None) -> Path | None:
+    """--data: a folder with metadata.csv (a usage error in one line otherwise)."""
+    if path is not None and not (path / "metadata.csv").is_file():
+        raise typer.BadParameter(f"{path} is not a data folder: it has no metadata.csv (see ../shared/data)")
+    return path
+
+
+DATA = typer.Option(..., "--data", callback=data_folder,
+                    help="data folder laid out like ../shared/data (metadata.csv, <collection>/images)")
 PROFILE = typer.Option("cpu", "--profile", help="cpu (small model, trains on a CPU) or paper (the seed paper's sizes, GPU hosts)")
 WEIGHTS = typer.Option(None, "--weights", help="weights directory (model_card.json); default: the starter weights")
 SUBSET = typer.Option(

@@ -111,6 +111,10 @@ class Split:
         return cls(raw["seed"], raw["validation_fraction"], tuple(raw["train_ids"]), tuple(raw["validation_ids"]),
                    raw.get("unit", "image"))
 
+    def card_ids(self) -> dict[str, list[str]]:
+        """Both sides' image ids, as a model card's ``split_ids`` holds them."""
+        return {"train": list(self.train_ids), "validation": list(self.validation_ids)}
+
     def describe(self) -> str:
         return (f"split_by_{self.unit} seed {self.seed}, validation fraction {self.validation_fraction} "
                 f"({len(self.train_ids)} train / {len(self.validation_ids)} validation image ids; split.json)")

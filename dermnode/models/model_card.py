@@ -1,7 +1,8 @@
 """Model cards: the JSON file that sits beside every weights file.
 
 A card names the architecture, profile and version, the sha256 of the weights, the training data and
-split, the measured metrics and the licence. The node reports name, version and hash in every result.
+split (with the image ids of both sides, so that a validation can tell which of its cases the model
+has seen), the measured metrics and the licence. The node reports name, version and hash in every result.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class ModelCard:
     weights_sha256: str = ""
     training_data: str = ""
     split: str = ""
+    #: The ISIC image ids the weights were trained on ("train") and checked on ("validation").
+    split_ids: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     licence: str = DATA_LICENCE

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Iterable
 
 from dermnode.node.audit import AuditStore
+from dermnode.node.schema import cancel_key
 from dermnode.node.spool import Spool
 
 log = logging.getLogger("dermnode.assemble")
@@ -113,10 +114,14 @@ class StudyAssembler:
                 self._wake.wait(timeout=max(0.05, next_due - time.monotonic()))
 
     def complete(self, study_uid: str) -> str | None:
-        """Enqueue a complete study unless its content was queued before; returns the task id."""
+        """Enqueue a complete study unless its content was queued before or an operator cancelled it
+        (node/actions.py); returns the task id."""
         key = self.key_for(study_uid)
         claim = f"enqueue:{key}"
         try:
+            if self.audit.key_state(cancel_key(study_uid)) == "cancelled":
+                log.info("study %s was cancelled by an operator: not queued", study_uid)
+                return None
             if not self.audit.claim_key(claim, study_uid):
                 log.info("study %s: same content already queued (key %s), not queued again", study_uid, key[:12])
                 self.audit.record("already_queued", study_uid, idempotency_key=key)

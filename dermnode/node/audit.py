@@ -4,6 +4,7 @@
 ...), hash-chained to the one before (audit_chain.py; ``verify_chain`` checks the chain);
 ``record_analysis`` writes what the models concluded about one image, once per image;
 ``analysed_rows`` gives one flat row per analysed image, the columns of ``dermnode audit export --csv``.
+``open_existing`` opens the store for commands that only read it, refusing to create a new database.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from dermnode.contract import CLASS_CODES, LesionAnalysis
+from dermnode.errors import UserError
 from dermnode.node import audit_chain
 from dermnode.node.schema import analyses, deliveries, events, make_engine, study_keys, utcnow
+from dermnode.node.settings import mask_url
 
 #: Names accepted in ``source_header`` (snake case), with the DICOM keywords that may stand for them.
 HEADER_FIELDS: dict[str, str] = {
@@ -284,6 +287,30 @@ class AuditStore:
     def mark_key(self, key: str, state: str, task_id: str | None = None) -> None:
         self.execute(update(study_keys).where(study_keys.c.key == key)
                     .values(state=state, task_id=task_id, updated_at=utcnow()))
+
+
+def open_existing(database_url: str, hmac_key: str | None = None) -> AuditStore:
+    """The store of an existing database, for the commands that read it; UserError, in one sentence,
+    when the URL cannot be parsed, names a SQLite file that does not exist (a wrong home folder would
+    otherwise get a new, empty database) or a server that cannot be reached."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    shown = mask_url(database_url)
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise UserError(f"the database URL {shown!r} cannot be parsed; examples: sqlite:///path/to/dermnode.db, "
+                        "postgresql+psycopg://user@host/dbname") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_file():
+        raise UserError(f"no audit database at {url.database}: is DERMNODE_HOME (or --config) the node's home "
+                        "folder, and has `dermnode serve` run there?")
+    try:
+        return AuditStore(database_url, hmac_key)
+    except (SQLAlchemyError, ImportError) as error:  # a server down or refusing us, a driver not installed
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"the database {shown!r} cannot be opened: {mask_url(reason)}") from None
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 
-from dermnode.node.settings import Settings
+from dermnode.node.settings import Settings, mask_url
 
 MODEL_NAMES = ("segmentation", "classifier", "bcc_sk")
 
@@ -50,7 +50,7 @@ def _check_database(settings: Settings) -> list[str]:
             connection.execute(text("SELECT 1"))
         engine.dispose()
     except (SQLAlchemyError, ImportError, OSError) as exc:
-        return [f"database {settings.database_url!r} cannot be opened: {str(exc).splitlines()[0]}"]
+        return [f"database {mask_url(settings.database_url)!r} cannot be opened: {mask_url(str(exc).splitlines()[0])}"]
     return []
 
 
@@ -62,7 +62,7 @@ def _check_broker(settings: Settings) -> list[str]:
     try:
         redis.Redis.from_url(settings.broker_url, socket_timeout=3, socket_connect_timeout=3).ping()
     except (redis.RedisError, ValueError, OSError) as exc:
-        return [f"broker {settings.broker_url!r} does not answer: {exc}"]
+        return [f"broker {mask_url(settings.broker_url)!r} does not answer: {mask_url(str(exc))}"]
     return []
 
 

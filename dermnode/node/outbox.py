@@ -6,6 +6,13 @@ idempotency key, so a second put for the same key does nothing. Veto-positive re
 ``veto_destinations``. The Dispatcher (a thread of ``dermnode serve``) sends due deliveries over one
 association per destination, marks a delivery "sent" only on a success status and otherwise retries
 with exponential back-off (retry_base_seconds, doubling, capped at retry_max_seconds).
+
+A destination is *down* when a pass stored nothing there, *up* again when one stores something: the
+dispatcher logs one WARNING and writes one audit event (``destination_down`` / ``destination_up``)
+per change, not one per attempt, and while it is down tries it only once per back-off interval. A delivery's own failures are audited (``failed``) on its first
+attempt and when it is given up; every attempt updates its row (attempts, last error).
+``destination_states`` tells each study's state per destination, so a veto destination that is down
+shows as such without hiding that the main PACS has the results.
 """
 
 from __future__ import annotations
@@ -19,19 +26,44 @@ from pathlib import Path
 from typing import Sequence
 
 from pydicom import Dataset, dcmwrite
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from dermnode.dicom_templates.uids import check_uid
 from dermnode.node.audit import AuditStore
 from dermnode.node.durable import write_durably
 from dermnode.node.schema import deliveries, study_keys, utcnow
 from dermnode.node.send import StoreOutcome, store_files
 from dermnode.node.settings import Settings, parse_destination
-from dermnode.node.spool import check_uid
 from dermnode.node.tls import client_context
 
 log = logging.getLogger("dermnode.outbox")
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
+
+
+#: A study's delivery state at one destination, worst first (see ``destination_states``).
+DELIVERY_STATES = ("failed", "retrying", "pending", "sent")
+
+
+def destination_states(audit: AuditStore, study_uid: str | None = None) -> dict[str, dict[str, str]]:
+    """study UID -> {destination: state} for one study (or every study with deliveries).
+
+    The state of a study at a destination is the worst of its objects' there: ``failed`` (given up
+    after max_attempts), ``retrying`` (an attempt failed; trying again), ``pending`` (not tried
+    yet) or ``sent`` (every object acknowledged).
+    """
+    rank = case((deliveries.c.state == "failed", 0), (deliveries.c.attempts > 0, 1), else_=2)
+    worst = case((deliveries.c.state == "sent", 3), else_=rank)
+    query = (select(deliveries.c.study_uid, deliveries.c.destination, func.min(worst))
+             .group_by(deliveries.c.study_uid, deliveries.c.destination)
+             .order_by(deliveries.c.study_uid, deliveries.c.destination))
+    if study_uid is not None:
+        query = query.where(deliveries.c.study_uid == study_uid)
+    states: dict[str, dict[str, str]] = {}
+    with audit.engine.connect() as connection:
+        for study, destination, level in connection.execute(query):
+            states.setdefault(study, {})[destination] = DELIVERY_STATES[level]
+    return states
 
 
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:
@@ -98,6 +130,10 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._tls = client_context(settings)
+        #: destination -> why it is down (absent while it is up or not yet tried)
+        self.down: dict[str, str] = {}
+        self._down_passes: dict[str, int] = {}  # consecutive passes that stored nothing there
+        self._next_pass: dict[str, float] = {}  # no association before this time (time.time())
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dermnode-dispatcher", daemon=True)
@@ -129,20 +165,53 @@ class Dispatcher:
             by_destination[row["destination"]].append(row)
         sent = 0
         for destination, rows in by_destination.items():
-            by_path = {row["path"]: row for row in rows}
-
-            def settle(outcome: StoreOutcome) -> None:  # right after each answer, not after the association
-                nonlocal sent
-                row = by_path[str(outcome.path)]
-                if outcome.stored:
-                    self._mark_sent(row, outcome.status)
-                    sent += 1
-                else:
-                    self._mark_failed(row, outcome.error or "not stored")
-
-            store_files([Path(row["path"]) for row in rows], parse_destination(destination),
-                        calling_ae=self.settings.ae_title, ssl_context=self._tls, on_outcome=settle)
+            if time.time() >= self._next_pass.get(destination, 0.0):
+                sent += self._send(destination, rows)
         return sent
+
+    def _send(self, destination: str, rows: list[dict]) -> int:
+        """One association's worth of deliveries to one destination; returns how many were acknowledged."""
+        by_path = {row["path"]: row for row in rows}
+        failures: list[tuple[dict, str]] = []
+        sent = 0
+
+        def settle(outcome: StoreOutcome) -> None:  # right after each answer, not after the association
+            nonlocal sent
+            row = by_path[str(outcome.path)]
+            if outcome.stored:
+                self._mark_sent(row, outcome.status)
+                sent += 1
+            else:
+                failures.append((row, outcome.error or "not stored"))
+
+        store_files([Path(row["path"]) for row in rows], parse_destination(destination),
+                    calling_ae=self.settings.ae_title, ssl_context=self._tls, on_outcome=settle)
+        if failures and not sent:
+            self._note_down(destination, failures[0][1], len(rows))
+        elif sent:
+            self._note_up(destination)
+        for row, reason in failures:
+            self._mark_failed(row, reason, destination_down=not sent)
+        return sent
+
+    def _note_down(self, destination: str, reason: str, waiting: int) -> None:
+        passes = self._down_passes[destination] = self._down_passes.get(destination, 0) + 1
+        self._next_pass[destination] = time.time() + backoff_seconds(
+            passes, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
+        if destination in self.down:
+            return
+        self.down[destination] = reason
+        log.warning("destination %s is down (%s): %d deliveries wait, retried with back-off up to %.0f s; "
+                    "one line when it is back", destination, reason, waiting, self.settings.retry_max_seconds)
+        self.audit.record("destination_down", None, destination=destination, reason=reason)
+
+    def _note_up(self, destination: str) -> None:
+        self._down_passes.pop(destination, None)
+        self._next_pass.pop(destination, None)
+        if self.down.pop(destination, None) is None:
+            return
+        log.warning("destination %s is back up", destination)
+        self.audit.record("destination_up", None, destination=destination)
 
     def _mark_sent(self, row: dict, status: int) -> None:
         self.audit.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(
@@ -151,14 +220,19 @@ class Dispatcher:
                           sop_class_uid=row["sop_class_uid"], status=f"0x{status:04X}")
         log.info("sent %s to %s", row["sop_instance_uid"], row["destination"])
 
-    def _mark_failed(self, row: dict, reason: str) -> None:
+    def _mark_failed(self, row: dict, reason: str, destination_down: bool) -> None:
+        """Back the delivery off (or give it up); audit and warn on its first failure and when giving
+        up, and only then (a destination that is down has its own one warning, see _note_down)."""
         attempts = row["attempts"] + 1
         give_up = 0 < self.settings.max_attempts <= attempts
         delay = backoff_seconds(attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         self.audit.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(
             state="failed" if give_up else "pending", attempts=attempts, next_try_at=time.time() + delay,
             last_error=reason))
-        self.audit.record("failed", row["study_uid"], row["sop_instance_uid"], destination=row["destination"],
-                          reason=reason, attempt=attempts, retry_in_seconds=None if give_up else delay)
-        log.warning("cannot send %s to %s (attempt %d): %s%s", row["sop_instance_uid"], row["destination"], attempts,
-                    reason, "; giving up" if give_up else f"; retrying in {delay:.0f} s")
+        if attempts == 1 or give_up:
+            self.audit.record("failed", row["study_uid"], row["sop_instance_uid"], destination=row["destination"],
+                              reason=reason, attempt=attempts, retry_in_seconds=None if give_up else delay)
+        loud = give_up or (attempts == 1 and not destination_down)
+        log.log(logging.WARNING if loud else logging.DEBUG, "cannot send %s to %s (attempt %d): %s%s",
+                row["sop_instance_uid"], row["destination"], attempts, reason,
+                "; giving up" if give_up else f"; retrying in {delay:.0f} s")

@@ -3,7 +3,8 @@
 The handlers are short and never raise: an instance is decoded and checked (header, identity,
 pixel data decoded with the worker's decoder), written to the spool (fsync + rename) and only
 then acknowledged with success; anything the node cannot use gets a 0xC000-class status, a
-storage problem 0xA700, each with the reason in ErrorComment, and nothing else is lost. Reasons
+storage problem 0xA700, each with the reason in ErrorComment, and nothing else is lost. Below the
+disk watermark (disk.py) every C-STORE is answered 0xA700 before it is stored. Reasons
 and log lines name the SOP Instance UID and the problem, never element values (they may hold PHI).
 Connection limits and timeouts live in scp_limits.py.
 """
@@ -30,10 +31,12 @@ from dermnode.dicom_templates.image_conversion import (
     pixel_spacing_mm,
     valid_uid,
 )
+from dermnode.dicom_templates.uids import InvalidUID
 from dermnode.node.audit import AuditStore
+from dermnode.node.disk import DiskWatermark
 from dermnode.node.scp_limits import Limits, start_limited_server
 from dermnode.node.settings import Settings
-from dermnode.node.spool import InvalidUID, Spool
+from dermnode.node.spool import Spool
 from dermnode.node.tls import server_context
 
 log = logging.getLogger("dermnode.receive")
@@ -95,10 +98,12 @@ def check_instance(ds: Dataset, request: Dataset) -> None:
 class Receiver:
     """The event handlers of the SCP; ``on_instance(study_uid)`` is told of every new instance."""
 
-    def __init__(self, spool: Spool, audit: AuditStore, on_instance: Callable[[str], None]) -> None:
+    def __init__(self, spool: Spool, audit: AuditStore, on_instance: Callable[[str], None],
+                 disk: DiskWatermark | None = None) -> None:
         self.spool = spool
         self.audit = audit
         self.on_instance = on_instance
+        self.disk = disk
 
     @property
     def handlers(self) -> list[tuple]:
@@ -112,6 +117,10 @@ class Receiver:
             ds = decoded_instance(event)
             study_uid = valid_uid(ds.get("StudyInstanceUID"))
             sop_uid = valid_uid(ds.get("SOPInstanceUID")) or sop_uid
+            shortfall = self.disk.shortfall() if self.disk is not None else None
+            if shortfall is not None:  # logged once per crossing (DiskWatermark); audited per instance
+                self._audit("rejected", study_uid, sop_uid, calling_ae=calling_ae, reason=shortfall, status="0xA700")
+                return failure(OUT_OF_RESOURCES, shortfall)
             check_instance(ds, event.request)
             _, is_new = self.spool.store_encoded(study_uid, sop_uid, event.encoded_dataset())
         except (InvalidInstance, InvalidUID) as exc:

@@ -95,7 +95,8 @@ ONE_ANALYSIS_PER_IMAGE = Index(
 _ADDED_COLUMNS = {("events", "prev_hash"): "VARCHAR(80)", ("events", "hash"): "VARCHAR(80)",
                   ("analyses", "idempotency_key"): "VARCHAR(128)"}
 
-#: Idempotency keys: "enqueue:<key>" when a study went on the queue, "outbox:<key>" when results went out.
+#: Idempotency keys: "enqueue:<key>" when a study went on the queue, "outbox:<key>" when results went out;
+#: also "cancel:<study UID>" (state "cancelled") for a study an operator cancelled (node/actions.py).
 study_keys = Table(
     "study_keys",
     metadata,
@@ -124,6 +125,11 @@ deliveries = Table(
     Column("sent_at", DateTime(timezone=True)),
     UniqueConstraint("sop_instance_uid", "destination", name="one_delivery_per_destination"),
 )
+
+
+def cancel_key(study_uid: str) -> str:
+    """The study_keys row that says an operator cancelled the study (state "cancelled")."""
+    return f"cancel:{study_uid}"
 
 
 def make_engine(database_url: str) -> Engine:

@@ -22,6 +22,19 @@ from dermnode.node.settings import Destination
 log = logging.getLogger("dermnode.send")
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 MAX_CONTEXTS = 128
+#: What pynetdicom logs at ERROR for each association request that fails (refused, rejected):
+#: store_files tells the failure in its outcomes, and the outbox once per destination state change.
+_ASSOCIATION_FAILURE_LINES = ("Association request failed", "TCP Initialisation Error", "Association Rejected",
+                              "Result: Rejected", "Reason: ")
+
+
+class _QuietAssociationFailures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ASSOCIATION_FAILURE_LINES)
+
+
+for _name in ("pynetdicom.transport", "pynetdicom.acse"):
+    logging.getLogger(_name).addFilter(_QuietAssociationFailures())
 
 
 @dataclass

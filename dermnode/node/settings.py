@@ -28,8 +28,14 @@ CONFIG_FILE_NAME = "dermnode.toml"
 DEFAULT_HOME = Path("~/.dermnode")
 _DESTINATION = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 _toml_file: ContextVar[Path | None] = ContextVar("dermnode_toml_file", default=None)
+#: Settings that are secrets: shown as "(set)" or "(not set)", never their value.
+SECRET_SETTINGS = ("audit_hmac_key",)
+#: Settings that are URLs: shown with any password masked.
+URL_SETTINGS = ("database_url", "broker_url")
 
 CommaList = Annotated[list[str], NoDecode]
+#: Roles of web users and API tokens: read-only sees, operator also acts (requeue, retry, cancel).
+WEB_ROLES = ("read-only", "operator")
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,23 @@ class Settings(BaseSettings):
     #: /readyz and /metrics; http_port 0 turns the HTTP server off.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    #: Who may use the web page and API: ``name:role:hash`` entries, role ``read-only`` or ``operator``
+    #: (actions need operator), hash from ``dermnode web hash-password`` (scrypt; no passwords here).
+    web_users: CommaList = []
+    #: API tokens for scripts: ``name:role:sha256$<hex>`` entries from ``dermnode web make-token``.
+    web_tokens: CommaList = []
+    #: Hours a web login lasts.
+    web_session_hours: float = 12.0
+    #: GPU workers (workers/batching.py): run this many studies at once and analyse their images in
+    #: shared model batches, waiting at most batch_wait_seconds for a batch to fill; 0 = one study
+    #: at a time (the right choice on a CPU).
+    batch_images: int = 0
+    batch_wait_seconds: float = 0.05
+    #: Stateless workers (workers/link.py): the node's HTTP address as workers on other hosts reach
+    #: it (``http://node:8080``); empty = work on the node's host with its home and database.
+    #: worker_token is the bearer token of serve's worker endpoints (both sides set the same one).
+    node_url: str = ""
+    worker_token: str | None = None
     #: Free disk of the home folder, in MiB, below which C-STORE answers 0xA700 (out of resources)
     #: with a reason and /readyz fails.
     disk_watermark_mb: int = 1024
@@ -135,7 +158,8 @@ class Settings(BaseSettings):
     #: Sign the audit log's hash chain with HMAC-SHA256 under this key (optional; see audit_chain.py).
     audit_hmac_key: str | None = None
 
-    @field_validator("allowed_calling_aes", "destinations", "veto_destinations", mode="before")
+    @field_validator("allowed_calling_aes", "destinations", "veto_destinations", "web_users", "web_tokens",
+                     mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -171,11 +195,21 @@ class Settings(BaseSettings):
             raise ValueError(f"port {value} is outside 0..65535 (0 turns the HTTP server off)")
         return value
 
-    @field_validator("disk_watermark_mb", "retention_days")
+    @field_validator("disk_watermark_mb", "retention_days", "batch_images", "batch_wait_seconds")
     @classmethod
     def _not_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError(f"may not be negative (got {value})")
+        return value
+
+    @field_validator("web_users", "web_tokens")
+    @classmethod
+    def _web_credentials(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parts = entry.split(":", 2)
+            if len(parts) != 3 or not parts[0] or parts[1] not in WEB_ROLES or not parts[2]:
+                raise ValueError(f"{entry.split(':', 1)[0]!r}...: an entry is name:role:hash with role "
+                                 f"{' or '.join(WEB_ROLES)} (see dermnode web hash-password / make-token)")
         return value
 
     @field_validator("veto_threshold")
@@ -186,7 +220,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("quiet_seconds", "retry_base_seconds", "retry_max_seconds", "dispatch_poll_seconds",
-                     "visibility_timeout", "restore_interval", "reconcile_seconds")
+                     "visibility_timeout", "restore_interval", "reconcile_seconds", "web_session_hours")
     @classmethod
     def _positive(cls, value: float | None) -> float | None:
         if value is not None and value <= 0:
@@ -294,6 +328,44 @@ def load_settings(config_file: Path | str | None = None, **overrides: object) ->
         _toml_file.reset(token)
 
 
+def mask_url(url: str) -> str:
+    """A database or broker URL fit to print or log: any password, and query values named like
+    secrets (``sslpassword=``, ``api_token=``), replaced by ``***``.
+
+    The password is what lies between the user's ``:`` and the last ``@``; a malformed URL (``//``
+    missing, say) is masked the same way, and when in doubt more is masked rather than less.
+    """
+    url, question, query = url.partition("?")
+    if question:
+        params = [(name, "***" if _SECRET_QUERY.search(name) else value)
+                  for name, _, value in (item.partition("=") for item in query.split("&"))]
+        return _mask_password(url) + "?" + "&".join(f"{name}={value}" for name, value in params)
+    return _mask_password(url)
+
+
+_SECRET_QUERY = re.compile("pass|secret|token|key", re.IGNORECASE)
+
+
+def _mask_password(url: str) -> str:
+    head, at, host = url.rpartition("@")
+    scheme_end = head.find("//")
+    start = scheme_end + 2 if scheme_end >= 0 else head.find(":") + 1 if head.count(":") > 1 else 0
+    user, colon, _ = head[start:].partition(":")
+    if not at or not colon:
+        return url
+    return f"{head[:start]}{user}:***@{host}"
+
+
+def printable_settings(settings: Settings) -> dict[str, object]:
+    """Every setting by name, secrets hidden and URL passwords masked (for `config check`, logs, pages)."""
+    values = settings.model_dump()
+    for name in SECRET_SETTINGS:
+        values[name] = "(set)" if values[name] else "(not set)"
+    for name in URL_SETTINGS:
+        values[name] = mask_url(values[name])
+    return values
+
+
 def describe_errors(error: Exception) -> list[str]:
     """One sentence per problem in a pydantic ValidationError (or the exception's text)."""
     errors = getattr(error, "errors", None)
@@ -305,5 +377,7 @@ def describe_errors(error: Exception) -> list[str]:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "is not a dermnode setting (misspelt?)"
-        lines.append(f"{name} (DERMNODE_{name.upper()}): {message}; got {item.get('input')!r}")
+        given = item.get("input")
+        lines.append(f"{name} (DERMNODE_{name.upper()}): {message}; got "
+                     f"{(mask_url(given) if isinstance(given, str) else given)!r}")
     return lines

@@ -7,27 +7,15 @@ Layout: ``<root>/<StudyInstanceUID>/<SOPInstanceUID>.dcm``. Every file is writte
 from __future__ import annotations
 
 import io
-import re
 import threading
 from pathlib import Path
 
 from pydicom import Dataset, dcmwrite
 
+from dermnode.dicom_templates.uids import check_uid
 from dermnode.node.durable import ensure_dir, remove_temporaries, write_durably
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SUFFIX = ".dcm"
-
-
-class InvalidUID(ValueError):
-    """A UID that is not a dotted string of digits (it would be unsafe as a file name)."""
-
-
-def check_uid(uid: object, what: str) -> str:
-    text = str(uid or "").strip()
-    if not text or len(text) > 64 or not _UID.match(text):
-        raise InvalidUID(f"{what} {text!r} is not a valid DICOM UID (digits and dots, at most 64)")
-    return text
 
 
 class Spool:
@@ -69,6 +57,14 @@ class Spool:
         """The spooled files of a study, sorted by name (empty if there are none)."""
         folder = self.root / check_uid(study_uid, "Study Instance UID")
         return sorted(folder.glob(f"*{SUFFIX}"))
+
+    def forget(self, study_uid: str) -> None:
+        """Drop a study's instances from the duplicate index (before retention.py removes its folder):
+        an instance sent again afterwards is stored again."""
+        with self._lock:
+            for path in self.study_files(study_uid):
+                if self._index.get(path.stem) == path:
+                    del self._index[path.stem]
 
     def studies(self) -> list[str]:
         """Study Instance UIDs with at least one spooled file."""

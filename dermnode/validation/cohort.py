@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES, malignancy_probability
+from dermnode.contract import (
+    CLASS_CODES,
+    DEFAULT_VETO_THRESHOLD,
+    MALIGNANT_CODES,
+    ModelIdentity,
+    malignancy_probability,
+)
 from dermnode.validation.truth import Exclusion, Truth, parse_age, parse_float, parse_sex
 
 ANALYSED = "analysed"
@@ -36,6 +42,8 @@ class RecordedOutput:
     anatomic_site: str | None = None
     recorded_at: str = ""  # ISO time; the latest of several outputs for one image wins
     predicted_mask: np.ndarray | Path | None = None  # an array, or the DICOM SEG file holding it
+    patient_id: str | None = None
+    models: tuple[ModelIdentity, ...] = ()  # the models that produced the result
 
     def key(self, column: str) -> str | None:
         """The value of a truth key column (sop_instance_uid, study_uid or accession_number)."""
@@ -60,7 +68,8 @@ class Case:
     anatomic_site: str | None = None
     truth_mask_path: Path | None = None
     predicted_mask: np.ndarray | Path | None = None
-    ids: dict[str, str | None] = field(default_factory=dict)  # study_uid, sop_instance_uid, accession_number
+    ids: dict[str, str | None] = field(default_factory=dict)  # study_uid, sop_instance_uid, accession_number, patient_id
+    models: tuple[ModelIdentity, ...] = ()
 
     @property
     def truth_class(self) -> str | None:
@@ -93,6 +102,10 @@ def output_from_audit_row(row: dict, result_dirs: tuple[Path, ...] = ()) -> Reco
     threshold = parse_float(row.get("veto_threshold"))
     seg_uid, study_uid = row.get("seg_sop_uid") or None, row.get("study_uid") or None
     seg_files = [d / study_uid / f"{seg_uid}.dcm" for d in result_dirs] if seg_uid and study_uid else []
+    names = sorted({column[len("model_"):-len("_version")] for column in row
+                    if column.startswith("model_") and column.endswith("_version")})  # fmt: skip
+    models = tuple(ModelIdentity(name, str(row[f"model_{name}_version"]), str(row.get(f"model_{name}_sha256") or ""))
+                   for name in names if row.get(f"model_{name}_version"))  # fmt: skip
     return RecordedOutput(
         study_uid=row.get("study_uid") or None,
         sop_instance_uid=row.get("sop_instance_uid") or None,
@@ -107,6 +120,8 @@ def output_from_audit_row(row: dict, result_dirs: tuple[Path, ...] = ()) -> Reco
         anatomic_site=row.get("anatomic_site") or None,
         recorded_at=str(row.get("analysed_at") or ""),
         predicted_mask=next((path for path in seg_files if path.is_file()), None),
+        patient_id=row.get("patient_id") or None,
+        models=models,
     )
 
 
@@ -181,7 +196,9 @@ def join(truth: Truth, outputs: list[RecordedOutput]) -> tuple[list[Case], list[
                     "study_uid": output.study_uid,
                     "sop_instance_uid": output.sop_instance_uid,
                     "accession_number": output.accession_number,
+                    "patient_id": output.patient_id,
                 },
+                models=output.models,
             )
         )
     unmatched = sum(len(v) for k, v in by_key.items() if k not in used)

@@ -1,106 +1,83 @@
-"""A self-contained HTML page from report.json's content: tables, and plots embedded as PNG data URIs."""
+"""A self-contained HTML page from report.json's content: tables, and plots embedded as PNG data URIs.
+
+The sections a committee reads first (warnings, models, training overlap, published figures, missed
+malignancies, ablation) are in :mod:`dermnode.validation.html_committee`; the building blocks in
+:mod:`dermnode.validation.html_common`.
+"""
 
 from __future__ import annotations
 
-import base64
 from collections import Counter
 from html import escape
 
+from dermnode.validation import html_committee as committee
+from dermnode.validation.html_common import STYLE, f, figure, png, table, with_ci
 from dermnode.validation.plots import all_plots
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1360px; color: #222; }
-h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ccc; padding-bottom: 3px; margin-top: 32px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
-th { background: #eef2f6; white-space: normal; } td:first-child, th:first-child { text-align: left; }
-tr.overall td { font-weight: bold; background: #f7f7f7; }
-.note { color: #666; font-size: 13px; } .warn { color: #a04000; font-weight: bold; }
-img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
-"""
-
-_ROW_NAMES = {"macro": "Macro average", "malignant": "Malignant vs benign", "bcc_vs_sk": "BCC vs SK (BKL)"}
-
-
-def _f(value, digits: int = 3) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return escape(str(value))
-
-
-def _ci(entry: dict) -> str:
-    text = _f(entry.get("auroc"))
-    if entry.get("ci_low") is not None:
-        text += f" ({entry['ci_low']:.3f}&ndash;{entry['ci_high']:.3f})"
-    return text
-
-
-def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    css = classes or [""] * len(rows)
-    body = "".join(
-        (f'<tr class="{c}">' if c else "<tr>") + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
-        for row, c in zip(rows, css)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+ROW_NAMES = {"macro": "Macro average", "malignant": "Malignant vs benign", "bcc_vs_sk": "BCC vs SK (BKL)"}
 
 
 def _img(plots: dict[str, bytes], name: str, alt: str) -> str:
     if name not in plots:
         return f'<p class="note">No {escape(alt)}: not enough cases.</p>'
-    data = base64.b64encode(plots[name]).decode("ascii")
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+    return png(plots[name], alt)
 
 
 def _discrimination(report: dict) -> str:
-    rows = []
-    for group, entry in report["discrimination"].items():
-        rows.append([_ROW_NAMES.get(group, group), _f(entry.get("n_positive")), _f(entry.get("n_negative")),
-                     _ci(entry), escape(entry["note"] or "")])  # fmt: skip
+    rows = [[ROW_NAMES.get(group, group), f(entry.get("n_positive")), f(entry.get("n_negative")), with_ci(entry),
+             escape(entry["note"] or "")] for group, entry in report["discrimination"].items()]  # fmt: skip
     conf = int(report["options"]["confidence"] * 100)
-    return _table(["", "positives", "negatives", f"AUROC ({conf}% bootstrap CI)", "note"], rows)
+    return table(["", "positives", "negatives", f"AUROC ({conf}% bootstrap CI)", "note"], rows,
+                 cell_classes={4: "text"})  # fmt: skip
+
+
+def _points(row: dict, point: str, measures: tuple[str, ...]) -> list[str]:
+    values = row[point] or {}
+    return [figure(values.get(m), row["note"]) for m in measures]
 
 
 def _table2(report: dict) -> str:
-    table = report["table2"]
-    header = ["", "n+", "n&minus;", f"AUROC ({int(report['options']['confidence'] * 100)}% CI)"]
-    header += [f"{m} @veto" for m in ("Sens", "Spec", "PPV", "NPV")]
-    header += ["Youden thr."] + [f"{m} @Youden" for m in ("Sens", "Spec", "PPV", "NPV")]
-    rows, classes = [], []
-    for row in table["rows"]:
-        cells = [_ROW_NAMES.get(row["group"], row["group"]), _f(row["n_positive"]), _f(row["n_negative"]), _ci(row)]
-        for point in ("at_veto", "youden"):
-            values = row[point] or {}
-            if point == "youden":
-                cells.append(_f(values.get("threshold")))
-            cells += [_f(values.get(m)) for m in ("sensitivity", "specificity", "ppv", "npv")]
-        rows.append(cells)
-        classes.append("overall" if row["group"] in ("macro", "malignant") else "")
-    thresholds = ", ".join(f"{t:g}" for t in table["case_thresholds"]) or "&ndash;"
-    return _table(header, rows, classes) + (
-        f'<p class="note">Veto threshold {table["veto_threshold"]:g} (cases were analysed with: {thresholds}). '
-        "Class rows: one vs rest on P(class). Malignant row: the malignancy probability "
-        "P(MEL)+P(BCC)+P(AK)+P(SCC); at the veto threshold this is the node's veto decision. The Youden "
-        "threshold is chosen on this same cohort, so its figures are optimistic.</p>"
+    rows = report["table2"]["rows"]
+    classes = ["overall" if r["group"] in ("macro", "malignant") else "" for r in rows]
+    measures = ("sensitivity", "specificity", "ppv", "npv")
+    conf = int(report["options"]["confidence"] * 100)
+    at_veto = table(
+        ["", "n+", "n&minus;", f"AUROC ({conf}% CI)", "Sens", "Spec", "PPV", "NPV"],
+        [[ROW_NAMES.get(r["group"], r["group"]), f(r["n_positive"]), f(r["n_negative"]), with_ci(r),
+          *_points(r, "at_veto", measures)] for r in rows],
+        classes,
+    )  # fmt: skip
+    youden = table(
+        ["", "Youden threshold", "Sens", "Spec", "PPV", "NPV"],
+        [[ROW_NAMES.get(r["group"], r["group"]), figure((r["youden"] or {}).get("threshold"), r["note"]),
+          *_points(r, "youden", measures)] for r in rows],
+        classes,
+    )  # fmt: skip
+    thresholds = ", ".join(f"{t:g}" for t in report["table2"]["case_thresholds"]) or "&ndash;"
+    minimum = report["options"]["minimum"]
+    return (
+        f"<h3>At the veto threshold {report['table2']['veto_threshold']:g}</h3>{at_veto}"
+        f"<h3>At each group's Youden-optimal threshold on this cohort (optimistic)</h3>{youden}"
+        f'<p class="note">Cases were analysed with veto threshold(s) {thresholds}. Class rows: one vs rest on '
+        "P(class). Malignant row: the malignancy probability P(MEL)+P(BCC)+P(AK)+P(SCC); at the veto threshold "
+        "this is the node's veto decision. The macro row averages the classes that reach the minimum count. "
+        f"Sensitivity needs at least {minimum['positives']} positives, specificity {minimum['negatives']} "
+        "negatives; AUROC, PPV, NPV and thresholds need both.</p>"
     )
 
 
 def _veto(report: dict) -> str:
-    rows = [[r["truth"], _f(r["malignant"]), str(r["n"]), str(r["flagged"]), _f(r["share_flagged"])]
+    rows = [[r["truth"], f(r["malignant"]), str(r["n"]), str(r["flagged"]), figure(r["share_flagged"], r["note"])]
             for r in report["veto_by_diagnosis"]]  # fmt: skip
-    return _table(["truth", "malignant", "cases", "flagged by the veto", "share flagged"], rows)
+    return table(["truth", "malignant", "cases", "flagged by the veto", "share flagged"], rows)
 
 
 def _calibration(report: dict) -> str:
     cal = report["calibration"]
-    rows = [[name, _f(cal[key]["n"]), _f(cal[key]["ece"]), _f(cal[key]["brier"])]
+    rows = [[name, f(cal[key]["n"]), f(cal[key]["ece"]), f(cal[key]["brier"])]
             for key, name in (("malignant", "malignancy probability"), ("top_class", "top-class probability"))
             if cal.get(key)]  # fmt: skip
-    text = _table(["probability", "cases", "expected calibration error", "Brier score"], rows)
+    text = table(["probability", "cases", "expected calibration error", "Brier score"], rows)
     if cal.get("multiclass_brier") is not None:
         text += f'<p class="note">Multi-class Brier score (8 classes, range 0&ndash;2): {cal["multiclass_brier"]:.3f}</p>'
     return text
@@ -110,42 +87,28 @@ def _segmentation(report: dict) -> str:
     seg = report["segmentation"]
     if not seg["n_with_truth_mask"]:
         return '<p class="note">The truth CSV gives no masks (column <code>mask</code>).</p>'
-    rows = [[name, _f(seg[key]["mean"]), _f(seg[key]["median"]), _f(seg[key]["min"]), _f(seg[key]["max"])]
+    rows = [[name, f(seg[key]["mean"]), f(seg[key]["median"]), f(seg[key]["min"]), f(seg[key]["max"])]
             for key, name in (("dice", "Dice"), ("iou", "IoU")) if seg[key]]  # fmt: skip
     text = f'<p>{seg["n_scored"]} of {seg["n_with_truth_mask"]} cases with a truth mask scored.</p>'
-    text += _table(["", "mean", "median", "min", "max"], rows)
+    text += table(["", "mean", "median", "min", "max"], rows)
     reasons = Counter(n["note"] for n in seg["not_scored"])
     if reasons:
-        text += _table(["not scored because", "cases"], [[escape(r), str(c)] for r, c in reasons.items()])
+        text += table(["not scored because", "cases"], [[escape(r), str(c)] for r, c in reasons.items()],
+                      cell_classes={0: "text"})  # fmt: skip
     return text
 
 
 def _subgroups(report: dict) -> str:
     parts = []
+    conf = int(report["options"]["confidence"] * 100)
     for kind, rows in report["subgroups"].items():
-        cells = [[escape(r["group"]), str(r["n"]), str(r["n_malignant"]), _f(r["auroc_malignant"]),
-                  _f(r["auroc_macro"]), _f(r["sensitivity_veto"]), _f(r["specificity_veto"]), escape(r["note"] or "")]
-                 for r in rows]  # fmt: skip
-        parts.append(f"<h3>{escape(kind.replace('_', ' '))}</h3>" + _table(
-            ["group", "cases", "malignant", "AUROC malignant", "AUROC macro", "Sens @veto", "Spec @veto", "note"], cells))
+        cells = [[escape(r["group"]), str(r["n"]), str(r["n_malignant"]),
+                  with_ci({"auroc": r["auroc_malignant"], **r}), figure(r["sensitivity_veto"], r["note"]),
+                  figure(r["specificity_veto"], r["note"]), escape(r["note"] or "")] for r in rows]  # fmt: skip
+        parts.append(f"<h3>{escape(kind.replace('_', ' '))}</h3>" + table(
+            ["group", "cases", "malignant", f"AUROC malignant ({conf}% CI)", "Sens @veto", "Spec @veto", "note"],
+            cells, cell_classes={6: "text"}))  # fmt: skip
     return "".join(parts)
-
-
-def _metric_name(metric: str) -> str:
-    """"auroc.bcc_vs_sk" -> "AUROC, BCC vs SK (BKL)"."""
-    measure, _, group = metric.partition(".")
-    label = {"auroc": "AUROC", "ppv": "PPV", "npv": "NPV"}.get(measure, measure.capitalize())
-    return f"{label}, {escape(_ROW_NAMES.get(group, group))}"
-
-
-def _published(report: dict) -> str:
-    pub = report["published"]
-    rows = [[_metric_name(r["metric"]), _f(r["value"]), _f(r["ours"]), escape(r["cohort"]), escape(r["source"])]
-            for r in pub["comparison"]]  # fmt: skip
-    text = _table(["figure", "published", "this cohort", "published cohort", "source"], rows)
-    if pub["note"]:
-        text += f'<p class="warn">{escape(pub["note"])}</p>'
-    return text
 
 
 def _excluded(report: dict) -> str:
@@ -153,37 +116,44 @@ def _excluded(report: dict) -> str:
     if not excluded:
         return "<p>No truth row was left out.</p>"
     reasons = Counter(e["reason"] for e in excluded)
-    text = _table(["reason", "rows"], [[escape(r), str(c)] for r, c in reasons.most_common()])
-    rows = [[_f(e["row"]), escape(e["key"]), escape(e["reason"])] for e in excluded]
-    return text + "<details><summary>every excluded row</summary>" + _table(["row", "key", "reason"], rows) + "</details>"
+    text = table(["reason", "rows"], [[escape(r), str(c)] for r, c in reasons.most_common()], cell_classes={0: "text"})
+    rows = [[f(e["row"]), escape(e["key"]), escape(e["reason"])] for e in excluded]
+    return text + "<details><summary>every excluded row</summary>" + table(
+        ["row", "key", "reason"], rows, cell_classes={1: "hash", 2: "text"}) + "</details>"
 
 
-def render_html(report: dict) -> str:
-    """The whole report as one HTML document with no external references."""
+def render_html(report: dict, thumbnails: dict[str, bytes] | None = None) -> str:
+    """The whole report as one HTML document with no external references; ``thumbnails`` (PNG by case
+    key) illustrate the missed malignancies."""
     plots = all_plots(report)
     counts = report["counts"]
     source = ", ".join(f"{escape(k)}: {escape(str(v))}" for k, v in report["source"].items())
     by_truth = ", ".join(f"{escape(k)} {v}" for k, v in counts["by_truth"].items())
     sections = [
+        ("Models that produced these results", committee.identity(report)),
+        ("Training overlap", committee.overlap(report, ROW_NAMES)),
         ("Discrimination (AUROC)", _discrimination(report)),
         ("Sensitivity, specificity, PPV, NPV (Table 2 layout)", _table2(report)),
+        ("Published figures beside ours", committee.published(report, ROW_NAMES)),
         ("The veto by diagnosis", _veto(report)),
+        (f"Missed malignancies ({len(report['missed_malignancies'])})", committee.missed(report, thumbnails or {})),
+        ("Ablation: image only, + metadata, + radiomics", committee.ablation(report)),
         ("ROC curves", _img(plots, "roc", "ROC curves")),
         ("Precision-recall curves", _img(plots, "precision_recall", "precision-recall curves")),
         ("Confusion matrix", _img(plots, "confusion_matrix", "confusion matrix")),
         ("Calibration", _calibration(report) + _img(plots, "calibration", "reliability diagram")),
         ("Segmentation (Dice, IoU)", _segmentation(report)),
         ("Subgroups", _img(plots, "subgroups", "subgroup plot") + _subgroups(report)),
-        ("Published figures", _published(report)),
         (f"Excluded truth rows ({counts['excluded']})", _excluded(report)),
     ]
     body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dermnode validation report</title>
-<style>{_STYLE}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>dermnode validation report</h1>
 <p class="note">Generated {escape(report["generated_at"])}. Source: {source or "&ndash;"}.
 Not for clinical use.</p>
+{committee.warning_box(report)}
 <p><b>{counts["cases"]}</b> cases joined from {counts["truth_rows"]} truth rows ({counts["malignant"]} malignant,
 {counts["benign"]} benign; {by_truth or "none"}); <b>{counts["excluded"]}</b> truth rows excluded;
 {counts["recorded_outputs_without_truth"]} recorded outputs without truth.</p>

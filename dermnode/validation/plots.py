@@ -113,7 +113,7 @@ def reliability_plot(report: dict) -> bytes | None:
 
 
 def subgroup_plot(report: dict) -> bytes | None:
-    """Malignant-vs-benign AUROC per subgroup with its case count, so that a drop is visible."""
+    """Malignant-vs-benign AUROC per subgroup with its bootstrap interval and case count."""
     groups = report["subgroups"]
     rows = [(kind, row) for kind in ("age", "sex", "anatomic_site") for row in groups.get(kind, [])]
     if not rows:
@@ -126,8 +126,12 @@ def subgroup_plot(report: dict) -> bytes | None:
         labels.append(f"{kind.replace('_', ' ')}: {row['group']}")
         if value is not None:
             axes.barh(position, value, color=palette[kind])
-        axes.text((value or 0) + 0.01, position, f"n={row['n']}" + ("" if value is not None else " (AUROC undefined)"),
-                  va="center", fontsize=8)  # fmt: skip
+        if row.get("ci_high") is not None:
+            axes.errorbar(value, position, xerr=[[value - row["ci_low"]], [row["ci_high"] - value]], color="black",
+                          capsize=3, lw=1)  # fmt: skip
+        reason = f" ({row['note'].split(':')[0]})" if value is None and row["note"] else ""
+        axes.text(max(value or 0, row.get("ci_high") or 0) + 0.01, position, f"n={row['n']}{reason}", va="center",
+                  fontsize=8)  # fmt: skip
     overall = report["discrimination"]["malignant"]["auroc"]
     if overall is not None:
         axes.axvline(overall, color="black", ls="--", lw=1, label=f"all cases {overall:.3f}")

@@ -35,17 +35,10 @@ from dermnode.models.metrics.classification import (
 )
 from dermnode.models.metrics.bootstrap import bootstrap_intervals
 from dermnode.validation.cohort import Case
+from dermnode.validation.minimum import TOO_SMALL, MinimumCounts
 
 MALIGNANT = "malignant"
 BCC_VS_SK = "bcc_vs_sk"
-AGE_BANDS: tuple[tuple[str, float, float], ...] = (
-    ("<30", 0, 30),
-    ("30-44", 30, 45),
-    ("45-59", 45, 60),
-    ("60-74", 60, 75),
-    (">=75", 75, float("inf")),
-)
-UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -86,16 +79,21 @@ class CaseArrays:
         return self.malignancy - self.veto_threshold
 
 
-def auroc_figures(a: CaseArrays, index: np.ndarray | None = None) -> dict[str, float]:
-    """Every AUROC of the report over the cases ``index`` picks (all by default); undefined ones left out."""
+def auroc_figures(a: CaseArrays, index: np.ndarray | None = None,
+                  macro_classes: tuple[str, ...] = CLASS_CODES) -> dict[str, float]:
+    """Every AUROC of the report over the cases ``index`` picks (all by default); undefined ones left out.
+
+    The macro average is the mean over ``macro_classes`` (those with enough cases in the cohort).
+    """
     idx = np.arange(len(a)) if index is None else index
     figures: dict[str, float] = {}
     multi = idx[a.truth_index[idx] >= 0]
     if multi.size:
-        per_class, macro = one_vs_rest_auroc(a.truth_index[multi], a.probabilities[multi], CLASS_CODES)
+        per_class, _ = one_vs_rest_auroc(a.truth_index[multi], a.probabilities[multi], CLASS_CODES)
         figures.update(per_class)
-        if macro is not None:
-            figures["macro"] = macro
+        counted = [per_class[c] for c in macro_classes if c in per_class]
+        if counted:
+            figures["macro"] = float(np.mean(counted))
     if has_both_classes(a.malignant[idx]):
         figures[MALIGNANT] = roc_auc(a.malignant[idx], a.malignancy[idx])
     pair = idx[a.bcc_truth[idx] >= 0]
@@ -104,7 +102,8 @@ def auroc_figures(a: CaseArrays, index: np.ndarray | None = None) -> dict[str, f
     return figures
 
 
-def _labels_and_scores(a: CaseArrays, group: str) -> tuple[np.ndarray, np.ndarray]:
+def labels_and_scores(a: CaseArrays, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """The binary truth and the score of one group (a class one vs rest, malignant, BCC vs SK)."""
     if group == MALIGNANT:
         return a.malignant, a.malignancy
     if group == BCC_VS_SK:
@@ -121,25 +120,51 @@ def _undefined_note(y: np.ndarray, group: str) -> str:
     return f"only {'positive' if y.all() else 'negative'} cases for {group}"
 
 
-def discrimination(a: CaseArrays, resamples: int, seed: int, confidence: float, progress: bool) -> dict:
-    """AUROC with a percentile bootstrap interval, per class, macro, malignant and BCC-vs-SK."""
-    point = auroc_figures(a)
+def _counts(y: np.ndarray) -> tuple[int, int]:
+    return int(y.sum()), int(y.size - y.sum())
+
+
+def large_enough(a: CaseArrays, minimum: MinimumCounts) -> list[str]:
+    """The groups (classes, malignant, BCC vs SK) whose positives and negatives reach the minimum."""
+    return [g for g in [*CLASS_CODES, MALIGNANT, BCC_VS_SK] if minimum.both(*_counts(labels_and_scores(a, g)[0]))]
+
+
+def discrimination(a: CaseArrays, resamples: int, seed: int, confidence: float, progress: bool,
+                   minimum: MinimumCounts) -> dict:
+    """AUROC with a percentile bootstrap interval, per class, macro, malignant and BCC-vs-SK.
+
+    Groups below the minimum count get no figure ("n too small"). The macro average is the mean over
+    the classes present in the cohort, and is given only when every one of them reaches the minimum:
+    a mean over some classes would not be comparable with anyone's macro AUROC.
+    """
+    shown = large_enough(a, minimum)
+    present = [c for c in CLASS_CODES if has_both_classes(labels_and_scores(a, c)[0])]
+    too_small = [c for c in present if c not in shown]
+    classes = () if too_small else tuple(present)
+    point = {g: v for g, v in auroc_figures(a, macro_classes=classes).items() if g in shown or g == "macro"}
     intervals = bootstrap_intervals(
-        lambda index: auroc_figures(a, index), list(point), len(a), resamples, seed, confidence, progress
+        lambda index: auroc_figures(a, index, classes), list(point), len(a), resamples, seed, confidence, progress
     )
     result = {}
     for group in [*CLASS_CODES, "macro", MALIGNANT, BCC_VS_SK]:
         entry: dict = {"auroc": point.get(group), "ci_low": None, "ci_high": None, "note": None}
-        if group != "macro":
-            y, _ = _labels_and_scores(a, group)
-            entry.update(n_positive=int(y.sum()), n_negative=int(y.size - y.sum()))
+        if group == "macro":
+            entry["classes"] = list(classes)
+            if too_small:
+                entry["note"] = f"{TOO_SMALL}: {', '.join(too_small)} below the minimum count"
+            elif not present:
+                entry["note"] = "no class with both positive and negative cases"
+        else:
+            y, _ = labels_and_scores(a, group)
+            n_positive, n_negative = _counts(y)
+            entry.update(n_positive=n_positive, n_negative=n_negative)
+            if not has_both_classes(y):
+                entry["note"] = _undefined_note(y, group)
+            elif group not in point:
+                entry["note"] = minimum.note(n_positive, n_negative)
         if group in point:
             interval = intervals[group]
             entry.update(ci_low=interval.low, ci_high=interval.high, note=interval.note)
-        elif group == "macro":
-            entry["note"] = "no class with both positive and negative cases"
-        else:
-            entry["note"] = _undefined_note(y, group)
         result[group] = entry
     return result
 
@@ -151,43 +176,49 @@ def common_veto_threshold(a: CaseArrays) -> float:
     return float(Counter(a.veto_threshold.tolist()).most_common(1)[0][0])
 
 
-def _operating_points(y: np.ndarray, scores: np.ndarray, veto: float, veto_scores: np.ndarray, cut: float) -> dict:
-    """Operating points at the veto threshold (``veto_scores >= cut``) and at the Youden-optimal threshold."""
+def _operating_points(y: np.ndarray, scores: np.ndarray, veto: float, veto_scores: np.ndarray, cut: float,
+                      minimum: MinimumCounts) -> dict:
+    """Operating points at the veto threshold (``veto_scores >= cut``) and at the Youden-optimal threshold,
+    with the figures below the minimum count blanked (the Youden threshold needs both sides)."""
     if not has_both_classes(y):
         return {"at_veto": None, "youden": None, "note": _undefined_note(y, "this group")}
+    n_positive, n_negative = _counts(y)
     at_veto = operating_point(y, veto_scores, cut).as_dict()
     at_veto["threshold"] = veto
+    enough = minimum.both(n_positive, n_negative)
     return {
-        "at_veto": at_veto,
-        "youden": operating_point(y, scores, youden_threshold(y, scores)).as_dict(),
-        "note": None,
+        "at_veto": minimum.operating_point(at_veto, n_positive, n_negative),
+        "youden": operating_point(y, scores, youden_threshold(y, scores)).as_dict() if enough else None,
+        "note": minimum.note(n_positive, n_negative),
     }
 
 
-def table2(a: CaseArrays, auroc: dict) -> dict:
+def table2(a: CaseArrays, auroc: dict, minimum: MinimumCounts) -> dict:
     """The seed paper's Table 2 layout: a row per class, the macro average and malignant vs benign.
 
     A class row is one-vs-rest on P(class), at the veto threshold and at its Youden-optimal
     threshold; the malignant row uses the malignancy probability, and at the veto threshold it is
-    the node's own veto decision (each case with the threshold it was analysed with).
+    the node's own veto decision (each case with the threshold it was analysed with). The macro row
+    averages the classes that reach the minimum count.
     """
     veto = common_veto_threshold(a)
     rows = []
     for group in [*CLASS_CODES, MALIGNANT]:
-        y, scores = _labels_and_scores(a, group)
+        y, scores = labels_and_scores(a, group)
         veto_scores, cut = (a.veto_margin, 0.0) if group == MALIGNANT else (scores, veto)
+        n_positive, n_negative = _counts(y)
         rows.append(
             {
                 "group": group,
-                "n_positive": int(y.sum()),
-                "n_negative": int(y.size - y.sum()),
+                "n_positive": n_positive,
+                "n_negative": n_negative,
                 **{k: auroc[group][k] for k in ("auroc", "ci_low", "ci_high")},
-                **_operating_points(y, scores, veto, veto_scores, cut),
+                **_operating_points(y, scores, veto, veto_scores, cut, minimum),
             }
         )
-    class_rows = [r for r in rows[:-1] if r["at_veto"] is not None]
+    class_rows = [r for r in rows if r["group"] in auroc["macro"]["classes"] and r["at_veto"] is not None]
     macro = {"group": "macro", "n_positive": None, "n_negative": None,
-             **{k: auroc["macro"][k] for k in ("auroc", "ci_low", "ci_high")}, "note": None}
+             **{k: auroc["macro"][k] for k in ("auroc", "ci_low", "ci_high", "note")}}
     for point in ("at_veto", "youden"):
         macro[point] = (
             {m: _mean([r[point][m] for r in class_rows]) for m in ("sensitivity", "specificity", "ppv", "npv")}
@@ -203,15 +234,20 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
-def veto_by_diagnosis(cases: list[Case]) -> list[dict]:
-    """For each truth label: how many cases the veto flagged (for malignant labels this is sensitivity)."""
+def veto_by_diagnosis(cases: list[Case], minimum: MinimumCounts) -> list[dict]:
+    """For each truth label: how many cases the veto flagged (for malignant labels this is sensitivity).
+
+    The share is shown from the minimum count on (positives for malignant labels, negatives for benign)."""
     rows = []
     for label in [*CLASS_CODES, "benign", MALIGNANT]:
         members = [c for c in cases if c.truth == label]
         if members:
             flagged = sum(c.veto for c in members)
-            rows.append({"truth": label, "malignant": members[0].truth_malignant, "n": len(members),
-                         "flagged": flagged, "share_flagged": flagged / len(members)})
+            malignant = members[0].truth_malignant
+            enough = len(members) >= (minimum.positives if malignant else minimum.negatives)
+            rows.append({"truth": label, "malignant": malignant, "n": len(members), "flagged": flagged,
+                         "share_flagged": flagged / len(members) if enough else None,
+                         "note": None if enough else TOO_SMALL})
     return rows
 
 
@@ -228,13 +264,11 @@ def confusion(a: CaseArrays) -> dict:
     }
 
 
-def curves(a: CaseArrays) -> dict:
-    """ROC and precision-recall points per class, malignant and BCC-vs-SK (where both classes exist)."""
+def curves(a: CaseArrays, minimum: MinimumCounts) -> dict:
+    """ROC and precision-recall points per class, malignant and BCC-vs-SK (where the minimum count is reached)."""
     roc, pr = {}, {}
-    for group in [*CLASS_CODES, MALIGNANT, BCC_VS_SK]:
-        y, scores = _labels_and_scores(a, group)
-        if not has_both_classes(y):
-            continue
+    for group in large_enough(a, minimum):
+        y, scores = labels_and_scores(a, group)
         fpr, tpr, thresholds = roc_curve(y, scores)
         roc[group] = {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thresholds.tolist()}
         precision, recall, thresholds = precision_recall_curve(y, scores)
@@ -269,46 +303,4 @@ def calibration(a: CaseArrays, n_bins: int = 10) -> dict:
         correct = (probs.argmax(axis=1) == truth).astype(int)
         result["top_class"] = summary(correct, probs.max(axis=1))
         result["multiclass_brier"] = multiclass_brier_score(truth, probs)
-    return result
-
-
-def _subgroup_row(label: str, members: list[int], a: CaseArrays) -> dict:
-    idx = np.asarray(members, dtype=int)
-    figures = auroc_figures(a, idx) if idx.size else {}
-    y = a.malignant[idx]
-    flagged = a.veto_margin[idx] >= 0
-    row = {
-        "group": label,
-        "n": int(idx.size),
-        "n_malignant": int(y.sum()),
-        "auroc_malignant": figures.get(MALIGNANT),
-        "auroc_macro": figures.get("macro"),
-        "sensitivity_veto": float(flagged[y == 1].mean()) if y.sum() else None,
-        "specificity_veto": float((~flagged[y == 0]).mean()) if (y == 0).any() else None,
-        "note": None,
-    }
-    if not idx.size:
-        row["note"] = "no cases"
-    elif row["auroc_malignant"] is None:
-        row["note"] = "AUROC undefined: only " + ("malignant" if y.all() else "benign") + " cases"
-    return row
-
-
-def subgroups(cases: list[Case], a: CaseArrays) -> dict:
-    """Counts and AUROC per age band, sex and anatomic site; empty groups stay listed with n = 0."""
-    def band(age: float | None) -> str:
-        return next((name for name, low, high in AGE_BANDS if age is not None and low <= age < high), UNKNOWN)
-
-    groupings = {
-        "age": ([name for name, _, _ in AGE_BANDS] + [UNKNOWN], [band(c.age) for c in cases]),
-        "sex": (["female", "male", UNKNOWN], [c.sex or UNKNOWN for c in cases]),
-    }
-    sites = [c.anatomic_site or UNKNOWN for c in cases]
-    groupings["anatomic_site"] = (sorted(set(sites) - {UNKNOWN}) + [UNKNOWN], sites)
-    result = {}
-    for name, (labels, values) in groupings.items():
-        members = {label: [] for label in labels}
-        for i, value in enumerate(values):
-            members.setdefault(value, []).append(i)
-        result[name] = [_subgroup_row(label, m, a) for label, m in members.items()]
     return result

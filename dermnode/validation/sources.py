@@ -13,27 +13,18 @@ from dermnode.validation.cohort import RecordedOutput, output_from_audit_row
 
 def outputs_from_audit(database_url: str, result_dirs: tuple[Path, ...] = ()) -> tuple[list[RecordedOutput], dict]:
     """Every analysed image of the node's audit store (``AuditStore.analysed_rows``)."""
-    from dermnode.node.audit import AuditStore
+    from dermnode.node.audit import open_existing
+    from dermnode.node.settings import mask_url
 
-    store = AuditStore(database_url)
+    store = open_existing(database_url)
     try:
         rows = store.analysed_rows()
     finally:
         store.close()
     outputs = [output_from_audit_row(row, result_dirs) for row in rows]
     masks = sum(o.predicted_mask is not None for o in outputs)
-    return outputs, {"mode": "audit", "database": _without_password(database_url), "recorded_outputs": len(outputs),
+    return outputs, {"mode": "audit", "database": mask_url(database_url), "recorded_outputs": len(outputs),
                      "seg_files_found": masks}  # fmt: skip
-
-
-def _without_password(url: str) -> str:
-    """A database URL fit to print: any password replaced by ***."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is shown as the user gave it, minus anything after '@'
-        return url.split("@")[-1]
 
 
 FINDING_SITE = ("SCT", "363698007")
@@ -110,6 +101,8 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
                     anatomic_site=site,
                     recorded_at=f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}",
                     predicted_mask=seg_files.get(finding.segment[0]) if finding.segment else None,
+                    patient_id=str(ds.get("PatientID", "")) or None,
+                    models=analysis.models,
                 )
             )
     info = {"mode": "sr-dir", "folder": str(directory), "sr_files": len(reports), "recorded_outputs": len(outputs),
@@ -118,3 +111,22 @@ def outputs_from_sr_dir(directory: Path) -> tuple[list[RecordedOutput], dict]:
     if unreadable:
         info["unreadable_sr_files"] = "; ".join(unreadable[:20])
     return outputs, info
+
+
+def source_images(directory: Path | None) -> dict[str, Path]:
+    """The DICOM files under ``directory`` (the node's spool, or a folder of the source images) by SOP
+    Instance UID; results and unreadable files are left out. Empty when the folder is absent."""
+    if directory is None or not Path(directory).is_dir():
+        return {}
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    found = {}
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "Modality"])
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        if str(ds.get("Modality", "")) not in ("SEG", "SR", "KO") and ds.get("SOPInstanceUID"):
+            found[str(ds.SOPInstanceUID)] = path
+    return found

@@ -42,6 +42,8 @@ from kombu import Queue
 from dermnode.node.settings import Settings, load_settings
 
 TASK_MODULE = "dermnode.workers.tasks"
+#: Loads the models when a worker process starts and publishes its heartbeat (see readiness.py).
+READINESS_MODULE = "dermnode.workers.readiness"
 ANALYSE_TASK = "dermnode.analyse_study"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 WORKER_SETTINGS_ENV = "DERMNODE_WORKER_SETTINGS"
@@ -59,7 +61,7 @@ def make_celery(settings: Settings) -> Celery:
             "no broker_url: set DERMNODE_BROKER_URL (redis://host:port/db) or let `dermnode serve` "
             "start its embedded queue"
         )
-    app = Celery("dermnode", broker=settings.broker_url, backend=settings.broker_url, include=[TASK_MODULE])
+    app = Celery("dermnode", broker=settings.broker_url, backend=settings.broker_url, include=[TASK_MODULE, READINESS_MODULE])
     queues = {settings.queue, analysis_queue(settings)}
     app.conf.update(
         task_serializer="json",
@@ -80,6 +82,8 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
         worker_hijack_root_logger=False,
+        # a prefork child loads the models before it reports for work (readiness.py): give it time
+        worker_proc_alive_timeout=300,
     )
     app.dermnode_settings = settings
     return app
@@ -104,9 +108,8 @@ def worker_settings() -> Settings:
 
 
 def worker_node_name() -> str:
-    """A Celery node name of its own for this worker process: ``dermnode-<host>-<pid>@<host>``."""
-    host = socket.gethostname()
-    return f"dermnode-{host}-{os.getpid()}@{host}"
+    """A Celery node name of its own for this worker process: ``dermnode-worker-<pid>@<host>``."""
+    return f"dermnode-worker-{os.getpid()}@{socket.gethostname()}"
 
 
 def live_tasks(settings: Settings) -> set[str]:
@@ -135,14 +138,6 @@ def live_tasks(settings: Settings) -> set[str]:
             continue
         found.update(arg for arg in args if isinstance(arg, str))
     return found
-
-
-def workers_answering(settings: Settings, timeout: float = 1.0) -> bool:
-    """True when at least one worker answers a ping on the broker within ``timeout`` seconds."""
-    try:
-        return bool(celery_for(settings).control.ping(timeout=timeout))
-    except Exception:  # noqa: BLE001 - a broker that cannot be reached has no worker either
-        return False
 
 
 _app: Celery | None = None

@@ -1,4 +1,7 @@
-"""Commands of this room, mounted on the `dermnode` app by dermnode/cli.py: worker, analyze, demo."""
+"""Commands of this room, mounted on the `dermnode` app by dermnode/cli.py: worker, analyze, demo.
+
+A user mistake raises UserError (one line on stderr, exit 2: see dermnode/cli.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from dermnode.errors import UserError
+
 CONFIG_HELP = "TOML settings file (default: $DERMNODE_CONFIG or <home>/dermnode.toml)."
 
 
@@ -18,9 +23,7 @@ def _settings(config: Optional[Path], **overrides):
     try:
         return load_settings(config, **overrides)
     except Exception as error:  # noqa: BLE001 - bad settings end the command with sentences
-        for line in describe_errors(error):
-            typer.echo(f"settings: {line}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError("settings: " + "; ".join(describe_errors(error))) from None
 
 
 def worker(
@@ -37,12 +40,12 @@ def worker(
 
     settings = _settings(config)
     if not settings.broker_url:
-        typer.echo("no broker: set DERMNODE_BROKER_URL=redis://host:port/db (or broker_url in the TOML file); "
-                   "`dermnode serve` without a broker runs its own embedded worker", err=True)
-        raise typer.Exit(2)
+        raise UserError("no broker: set DERMNODE_BROKER_URL=redis://host:port/db (or broker_url in the TOML file); "
+                        "`dermnode serve` without a broker runs its own embedded worker")
     if pool not in ("solo", "prefork"):
-        typer.echo(f"--pool {pool!r}: use solo or prefork", err=True)
-        raise typer.Exit(2)
+        raise UserError(f"--pool {pool!r}: use solo or prefork")
+    if settings.batch_images:  # studies run side by side in threads and share model batches (batching.py)
+        pool, concurrency = "threads", settings.batch_images
     app = make_celery(settings)
     names = queues or ",".join(sorted({settings.queue, analysis_queue(settings)}))
     app.worker_main([
@@ -69,18 +72,15 @@ def analyze(
     settings = _settings(config)
     files = collect_inputs(paths)
     if not files:
-        typer.echo("no images or DICOM files found in the given paths", err=True)
-        raise typer.Exit(2)
+        raise UserError("no images or DICOM files found in the given paths")
     try:
         table = read_metadata_csv(metadata) if metadata else {}
     except (OSError, ValueError) as error:
-        typer.echo(f"--metadata: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"--metadata: {error}") from None
     try:
         analyzer = Analyzer.load(settings, batch_size=batch_size)
     except (OSError, ValueError) as error:
-        typer.echo(f"cannot load the models: {error}", err=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"cannot load the models: {error}") from None
     records = []
     failed = refused = 0
     for item in analyze_files(files, out, analyzer, settings, table, progress=len(files) > batch_size):

@@ -14,7 +14,7 @@ studies survive a restart of the node or of Redis. What the last second or two l
 reconciler (reconcile.py), which treats Redis as disposable.
 
 The worker is a ``celery worker`` subprocess with the solo pool: one warm process that keeps the
-models loaded between studies, named ``dermnode-<host>-<serve pid>-<n>`` (n counts its starts).
+models loaded between studies, named ``dermnode-worker-<its pid>@<host>`` (celery_worker.py).
 
 ``check()`` restarts Redis or the worker when it has died, with back-off (1 s doubling to 60 s), and
 reports each restart to ``on_event`` (``redis_restarted``, ``worker_restarted``). Call it from the
@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,7 +71,6 @@ class EmbeddedQueue:
         self.settings: Settings = settings
         self.redis: redis.Redis | None = None
         self._socket_dir: Path | None = None
-        self._worker_launches = 0
         self.redis_server = Supervised("redis", self._launch_redis, on_event)
         self.worker = Supervised("worker", self._launch_worker, on_event)
 
@@ -138,12 +136,8 @@ class EmbeddedQueue:
         queues = ",".join(sorted({self.settings.queue, analysis_queue(self.settings)}))
         env = dict(os.environ, **{WORKER_SETTINGS_ENV: str(settings_file)})
         log_file = self.settings.log_dir / "worker.log"
-        host = socket.gethostname()
-        self._worker_launches += 1
         command = [
-            sys.executable, "-m", "celery", "-A", "dermnode.workers.celery_app", "worker",
-            "--pool", "solo", "--queues", queues,
-            "--hostname", f"dermnode-{host}-{os.getpid()}-{self._worker_launches}@{host}",
+            sys.executable, "-m", "dermnode.workers.celery_worker", "--pool", "solo", "--queues", queues,
             "--loglevel", self.settings.log_level, "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]
         with log_file.open("ab") as log_handle:
@@ -161,6 +155,10 @@ class EmbeddedQueue:
     def worker_alive(self) -> bool:
         """True while the local worker process runs (the node can analyse studies)."""
         return self.worker.alive()
+
+    def embedded_worker_pid(self) -> int | None:
+        """The local worker's pid while it runs, else None (node/health.py's readiness check)."""
+        return self.worker.pid if self.worker.alive() else None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker (warm shutdown: a running study finishes or is redelivered), then Redis,

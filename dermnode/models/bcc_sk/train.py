@@ -204,6 +204,7 @@ def train_bcc_sk(
             + "; BKL (benign keratosis) stands in for seborrheic keratosis since the data has no separate SK label"
         ),
         split=split.describe(),
+        split_ids=split.card_ids(),
         extra={"encoders": encoders, "settings": settings.__dict__, "input_size": net.image_size},
     )
     model = BccSkModel(net, card)

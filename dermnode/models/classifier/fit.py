@@ -261,6 +261,7 @@ def train_classifier(
             "mask channel, no radiomics, whole image)"
         ),
         split=split.describe(),
+        split_ids=split.card_ids(),
         metrics={"validation_from_cache": summary, "cross_validation": cross_validation},
         extra={
             "class_thresholds": thresholds,

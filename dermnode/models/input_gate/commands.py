@@ -12,11 +12,11 @@ from pathlib import Path
 
 import typer
 
-from dermnode.models.command_options import SOURCE, SUBSET, WEIGHTS, select_records, set_threads
+from dermnode.models.command_options import SOURCE, SUBSET, WEIGHTS, data_folder, select_records, set_threads
 
 
 def evaluate_gate(
-    data: Path | None = typer.Option(None, "--data", help="a data folder of dermoscopy: refusals there are false refusals"),
+    data: Path | None = typer.Option(None, "--data", callback=data_folder, help="a data folder of dermoscopy: refusals there are false refusals"),
     others: Path | None = typer.Option(None, "--others", help="a folder of pictures that are not dermoscopy"),
     out: Path = typer.Option(..., "--out", help="report folder: gate.json"),
     weights: Path | None = WEIGHTS,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from dermnode.models.command_options import data_folder
+
 
 class SegmentationProfile(str, Enum):
     cpu = "cpu"
@@ -23,7 +25,7 @@ class Subset(str, Enum):
 
 
 def train_segmentation(
-    data: Path = typer.Option(..., exists=True, file_okay=False, help="data folder (metadata.csv, */images, */masks)"),
+    data: Path = typer.Option(..., callback=data_folder, help="data folder (metadata.csv, */images, */masks)"),
     profile: SegmentationProfile = typer.Option(SegmentationProfile.cpu, help="cpu: small U-Net; paper: Mask R-CNN R50-FPN 512"),
     out: Path = typer.Option(..., help="output folder for weights, model card, split and checkpoints"),
     resume: bool = typer.Option(False, help="continue from the checkpoint in --out"),
@@ -44,7 +46,7 @@ def train_segmentation(
 
 
 def evaluate_segmentation(
-    data: Path = typer.Option(..., exists=True, file_okay=False, help="data folder (metadata.csv, */images, */masks)"),
+    data: Path = typer.Option(..., callback=data_folder, help="data folder (metadata.csv, */images, */masks)"),
     out: Path = typer.Option(..., help="folder for metrics.json, per_image.csv and the overlay sheet"),
     weights: Path | None = typer.Option(None, help="model folder (default: the starter weights in the package)"),
     subset: Subset = typer.Option(Subset.all, help="all images with masks, or the validation ids of the split.json beside the weights"),

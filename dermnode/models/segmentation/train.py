@@ -152,7 +152,8 @@ def make_optimizer(model: nn.Module, profile: Profile) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=profile.learning_rate, momentum=0.9, weight_decay=1e-4)
 
 
-def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict, training: dict) -> ModelCard:
+def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict, training: dict,
+               split_ids: dict[str, list[str]]) -> ModelCard:
     """Half-precision weights plus model card: a usable model directory."""
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     torch.save(state, out / WEIGHTS_FILE)
@@ -164,6 +165,7 @@ def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict
         weights_file=WEIGHTS_FILE,
         training_data=training["data"],
         split=training["split"],
+        split_ids=split_ids,
         metrics=card_metrics,
         extra={"profile": asdict(profile), "training": training, "architecture_choice": ARCHITECTURE_CHOICE},
     )
@@ -219,6 +221,7 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
     if resume:
         start_epoch, extra = load_checkpoint(out / CHECKPOINT_FILE, model, optimizer, generator, map_location=dev)
         history = extra.get("history", [])
+    split_ids = {"train": sorted({r.image_id for r in train_records}), "validation": sorted({r.image_id for r in val_records})}
     training = {
         "version": time.strftime("%Y.%m.%d"),
         "data": f"{len(train_records)} training images with expert masks from "
@@ -243,7 +246,7 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "time": time.time()})
         save_checkpoint(out / CHECKPOINT_FILE, epoch + 1, model, optimizer, generator, history=history)
-        save_model(model, profile, out, {"epochs_done": epoch + 1, "train_loss": history[-1]["loss"]}, training)
+        save_model(model, profile, out, {"epochs_done": epoch + 1, "train_loss": history[-1]["loss"]}, training, split_ids)
         (out / "history.json").write_text(json.dumps(history, indent=1))
     metrics: dict = {"epochs_done": len(history), "train_loss": history[-1]["loss"] if history else None}
     if evaluate_at_end and val_records:
@@ -252,4 +255,4 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
 
         segmenter = LesionSegmenter.load(out, device=str(dev))
         metrics.update(evaluate_records(segmenter, val_records, out / "validation"))
-    return save_model(model, profile, out, metrics, training)
+    return save_model(model, profile, out, metrics, training, split_ids)
