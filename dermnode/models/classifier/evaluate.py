@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES, PatientMetadata
-from dermnode.models.classifier.predict import FUSED_TTA, IMAGE_TTA, FusionClassifier
+from dermnode.models.classifier.predict import FUSED_PLAIN, FUSED_TTA, IMAGE_TTA, FusionClassifier
 from dermnode.models.plots import plot_confusion, plot_roc
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb
@@ -33,12 +33,14 @@ from dermnode.models.metrics.classification import (
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
 #: The fused model with every metadata field missing: how the image stands alone.
 NO_METADATA = "fused, no metadata"
+NO_METADATA_PLAIN = f"{FUSED_PLAIN}, no metadata"
 NO_METADATA_TTA = f"{FUSED_TTA}, no metadata"
 #: Inference choices measured side by side: (probabilities with the cases' metadata, without any).
 CHOICES: dict[str, tuple[str, str]] = {
-    "fused head": ("fused", NO_METADATA),
+    "shipped (as the model's config answers)": ("fused", NO_METADATA),
+    "fused head": (FUSED_PLAIN, NO_METADATA_PLAIN),
     "fused head, 4 flips": (FUSED_TTA, NO_METADATA_TTA),
-    "fused head; image head when no metadata": ("fused", "image"),
+    "fused head; image head when no metadata": (FUSED_PLAIN, "image"),
     "fused head, 4 flips; image head, 4 flips when no metadata": (FUSED_TTA, IMAGE_TTA),
 }
 BCC, BKL = CLASS_CODES.index("BCC"), CLASS_CODES.index("BKL")
@@ -88,7 +90,7 @@ def run_chain(
         radiomics = [extractor.extract(im, m).features if m is not None else None for im, m in zip(images, masks)]
         out = model.predict_variants(images, masks, [r.metadata for r in chunk], radiomics)
         bare = model.predict_variants(images, masks, [PatientMetadata()] * len(chunk), radiomics)
-        out[NO_METADATA], out[NO_METADATA_TTA] = bare["fused"], bare[FUSED_TTA]
+        out[NO_METADATA], out[NO_METADATA_PLAIN], out[NO_METADATA_TTA] = bare["fused"], bare[FUSED_PLAIN], bare[FUSED_TTA]
         for name, probs in out.items():
             variants.setdefault(name, []).append(probs)
     labels = np.array([CLASS_CODES.index(r.diagnosis) for r in records])

@@ -34,7 +34,9 @@ from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 
 NAME = CLASSIFIER_MODEL  # as the model card and ModelIdentity carry it
-#: predict_variants' test-time-augmented variants: the fused head and the image-only head over 4 flips.
+#: predict_variants' variants beside "fused" (the shipped answer): the fused head on the image as it
+#: is, and the fused and image-only heads over the image and its 3 flips (test-time augmentation).
+FUSED_PLAIN = "fused, 1 view"
 FUSED_TTA = "fused, 4 flips"
 IMAGE_TTA = "image, 4 flips"
 WEIGHTS_FILE = "classifier.pt"
@@ -184,13 +186,20 @@ class FusionClassifier:
         if len(images) == 0:
             return []
         rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
-        features = self._view_features(rgb, mask, self.net.config.tta_views)
-        probabilities = self._fused(features, meta, rad)
+        probabilities = self._shipped(self._view_features(rgb, mask, self.net.config.tta_views), meta, rad, metadata)
+        return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
+
+    def _shipped(self, views: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor,
+                 metadata: Sequence[PatientMetadata]) -> torch.Tensor:
+        """The answer as configured: the fused head over the config's views, and the
+        ``no_metadata_head`` for cases with every metadata field missing."""
+        views = views[: max(1, self.net.config.tta_views)]
+        probabilities = self._fused(views, meta, rad)
         if self.net.config.no_metadata_head == "image":
             missing = torch.from_numpy(np.array([metadata_missing(m) for m in metadata])).to(probabilities.device)
             if bool(missing.any()):
-                probabilities = torch.where(missing[:, None], self._image_only(features), probabilities)
-        return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
+                probabilities = torch.where(missing[:, None], self._image_only(views), probabilities)
+        return probabilities
 
     @torch.no_grad()
     def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -212,16 +221,16 @@ class FusionClassifier:
         metadata: Sequence[PatientMetadata],
         radiomics: Sequence[dict[str, float] | None],
     ) -> dict[str, np.ndarray]:
-        """Probability arrays (cases x classes) of the fused model ("fused", calibrated) and of each
-        ablation head (uncalibrated: they serve the ablation's AUROCs)."""
+        """Probability arrays (cases x classes): "fused" is what ``predict`` answers (the shipped
+        configuration); FUSED_PLAIN the fused head on the image alone, FUSED_TTA over 4 flips
+        (calibrated); each ablation head and IMAGE_TTA uncalibrated (they serve AUROCs)."""
         rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
-        features = self.net.image(rgb, mask)
-        fused = self.net.head(features, meta, rad) / self.net.config.temperature
-        out = {"fused": torch.softmax(fused, dim=1).cpu().numpy()}
-        for name in ABLATION_VARIANTS:
-            logits = self.net.ablation_head(name)(features, meta, rad)
-            out[name] = torch.softmax(logits, dim=1).cpu().numpy()
         views = self._view_features(rgb, mask, 4)
-        out[FUSED_TTA] = self._fused(views, meta, rad).cpu().numpy()
-        out[IMAGE_TTA] = self._image_only(views, temperature=1.0).cpu().numpy()
+        out = {"fused": self._shipped(views, meta, rad, metadata).cpu().numpy(),
+               FUSED_PLAIN: self._fused(views[:1], meta, rad).cpu().numpy(),
+               FUSED_TTA: self._fused(views, meta, rad).cpu().numpy(),
+               IMAGE_TTA: self._image_only(views, temperature=1.0).cpu().numpy()}
+        for name in ABLATION_VARIANTS:
+            logits = self.net.ablation_head(name)(views[0], meta, rad)
+            out[name] = torch.softmax(logits, dim=1).cpu().numpy()
         return out
