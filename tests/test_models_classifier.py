@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dermnode.contract import CLASS_CODES, PatientMetadata
-from dermnode.models.classifier.predict import FusionClassifier, is_malignant, radiomics_vector
+from dermnode.models.classifier.predict import FUSED_PLAIN, FUSED_TTA, IMAGE_TTA, FusionClassifier, is_malignant, radiomics_vector
 from dermnode.models.classifier.data import METADATA_FIELDS, build_cache, encode_metadata, square_image, square_mask
 from dermnode.models.classifier.evaluate import ChainOutputs, classification_metrics
 from dermnode.models.classifier.net import ClassifierConfig, FusionNet
@@ -178,8 +178,36 @@ def test_save_load_predict_gives_eight_probabilities(saved_classifier):
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
         assert all(0.0 <= p <= 1.0 for p in probs.values())
     variants = model.predict_variants(images, masks, metadata, features + [None])
-    assert set(variants) == {"fused", "image", "image+metadata", "image+metadata+radiomics"}
+    assert set(variants) == {"fused", "image", "image+metadata", "image+metadata+radiomics", FUSED_PLAIN, FUSED_TTA,
+                             IMAGE_TTA}
     np.testing.assert_allclose(variants["fused"], [[p[c] for c in CLASS_CODES] for p in out], atol=1e-5)
+
+
+def test_flips_and_the_image_head_answer_as_configured(saved_classifier):
+    """tta_views=4 gives the 4-flip average; no_metadata_head="image" answers only metadata-less cases."""
+    from dataclasses import replace
+
+    from dermnode.models.images import load_mask, load_rgb
+
+    directory, records, features = saved_classifier
+    model = FusionClassifier.load(directory, device="cpu")
+    images = [load_rgb(r.image_path) for r in records]
+    masks = [load_mask(r.mask_path) for r in records]
+    metadata = [r.metadata for r in records[:-1]] + [PatientMetadata()]
+    variants = model.predict_variants(images, masks, metadata, features)
+    plain = model.predict(images, masks, metadata, features)
+    np.testing.assert_allclose([[p[c] for c in CLASS_CODES] for p in plain], variants[FUSED_PLAIN], atol=1e-5)
+    model.net.config = replace(model.net.config, tta_views=4)
+    flipped = model.predict(images, masks, metadata, features)
+    np.testing.assert_allclose([[p[c] for c in CLASS_CODES] for p in flipped], variants[FUSED_TTA], atol=1e-5)
+    np.testing.assert_allclose(model.predict_variants(images, masks, metadata, features)["fused"], variants[FUSED_TTA],
+                               atol=1e-5)
+    assert not np.allclose([[p[c] for c in CLASS_CODES] for p in flipped], [[p[c] for c in CLASS_CODES] for p in plain])
+    model.net.config = replace(model.net.config, tta_views=1, no_metadata_head="image", image_temperature=1.0)
+    routed = model.predict(images, masks, metadata, features)
+    np.testing.assert_allclose([routed[-1][c] for c in CLASS_CODES], variants["image"][-1], atol=1e-5)
+    for before, after in zip(plain[:-1], routed[:-1]):
+        assert before == pytest.approx(after, abs=1e-6)
 
 
 def test_missing_radiomics_sets_the_flag(saved_classifier):

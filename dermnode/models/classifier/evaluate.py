@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dermnode.contract import CLASS_CODES, DEFAULT_VETO_THRESHOLD, MALIGNANT_CODES, PatientMetadata
-from dermnode.models.classifier.predict import FusionClassifier
+from dermnode.models.classifier.predict import FUSED_PLAIN, FUSED_TTA, IMAGE_TTA, FusionClassifier
 from dermnode.models.plots import plot_confusion, plot_roc
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb
@@ -33,6 +33,16 @@ from dermnode.models.metrics.classification import (
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
 #: The fused model with every metadata field missing: how the image stands alone.
 NO_METADATA = "fused, no metadata"
+NO_METADATA_PLAIN = f"{FUSED_PLAIN}, no metadata"
+NO_METADATA_TTA = f"{FUSED_TTA}, no metadata"
+#: Inference choices measured side by side: (probabilities with the cases' metadata, without any).
+CHOICES: dict[str, tuple[str, str]] = {
+    "shipped (as the model's config answers)": ("fused", NO_METADATA),
+    "fused head": (FUSED_PLAIN, NO_METADATA_PLAIN),
+    "fused head, 4 flips": (FUSED_TTA, NO_METADATA_TTA),
+    "fused head; image head when no metadata": (FUSED_PLAIN, "image"),
+    "fused head, 4 flips; image head, 4 flips when no metadata": (FUSED_TTA, IMAGE_TTA),
+}
 BCC, BKL = CLASS_CODES.index("BCC"), CLASS_CODES.index("BKL")
 
 
@@ -79,7 +89,8 @@ def run_chain(
         ]
         radiomics = [extractor.extract(im, m).features if m is not None else None for im, m in zip(images, masks)]
         out = model.predict_variants(images, masks, [r.metadata for r in chunk], radiomics)
-        out[NO_METADATA] = model.predict_variants(images, masks, [PatientMetadata()] * len(chunk), radiomics)["fused"]
+        bare = model.predict_variants(images, masks, [PatientMetadata()] * len(chunk), radiomics)
+        out[NO_METADATA], out[NO_METADATA_PLAIN], out[NO_METADATA_TTA] = bare["fused"], bare[FUSED_PLAIN], bare[FUSED_TTA]
         for name, probs in out.items():
             variants.setdefault(name, []).append(probs)
     labels = np.array([CLASS_CODES.index(r.diagnosis) for r in records])
@@ -130,6 +141,27 @@ def headline_with_intervals(
     return {name: {"value": value, "ci95": [intervals[name].low, intervals[name].high]} for name, value in values.items()}
 
 
+def malignant_auroc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    return roc_auc(malignant, probs[:, MALIGNANT_INDEX].sum(axis=1)) if has_both_classes(malignant) else None
+
+
+def choices_table(labels: np.ndarray, probabilities: dict[str, np.ndarray], resamples: int = 300) -> dict[str, dict]:
+    """Malignant AUROC (95 % bootstrap interval) of each inference choice, with and without metadata."""
+    table = {}
+    for choice, (full, bare) in CHOICES.items():
+        if full not in probabilities or bare not in probabilities:
+            continue
+        pair = {"with metadata": probabilities[full], "no metadata": probabilities[bare]}
+        values = {name: malignant_auroc(labels, probs) for name, probs in pair.items()}
+        intervals = bootstrap_intervals(lambda index: {name: malignant_auroc(labels[index], probs[index])
+                                                       for name, probs in pair.items()},
+                                        list(values), len(labels), resamples=resamples)
+        table[choice] = {name: {"value": value, "ci95": [intervals[name].low, intervals[name].high]}
+                         for name, value in values.items()}
+    return table
+
+
 def classification_metrics(
     outputs: ChainOutputs, class_thresholds: dict[str, float], veto_threshold: float = DEFAULT_VETO_THRESHOLD
 ) -> dict:
@@ -173,6 +205,7 @@ def classification_metrics(
     }
     no_metadata = outputs.probabilities.get(NO_METADATA)
     metrics["headline"] = headline_with_intervals(labels, probs, no_metadata)
+    metrics["inference_choices"] = choices_table(labels, outputs.probabilities)
     if outputs.image_sources is not None:
         sources = np.array(outputs.image_sources)
         metrics["by_source"] = {

@@ -35,6 +35,9 @@ class ClassifierConfig:
     crop_margin: float = 0.0  # > 0: square crop around the lesion mask with this margin; 0: whole image
     temperature: float = 1.0  # the fused logits are divided by it (fitted on validation)
     head_radiomics: bool = True  # the shipped (fused) head sees the radiomic features; the ablation heads always may
+    tta_views: int = 1  # 1: the image as it is; 2 or 4: probabilities averaged over its flips (test-time augmentation)
+    no_metadata_head: str = "fused"  # the head that answers when every metadata field is missing: "fused" or "image"
+    image_temperature: float = 1.0  # the image-only head's logits are divided by it (fitted on validation)
 
     @classmethod
     def for_profile(cls, profile: str, n_radiomics: int = 9) -> ClassifierConfig:

@@ -34,6 +34,11 @@ from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 
 NAME = CLASSIFIER_MODEL  # as the model card and ModelIdentity carry it
+#: predict_variants' variants beside "fused" (the shipped answer): the fused head on the image as it
+#: is, and the fused and image-only heads over the image and its 3 flips (test-time augmentation).
+FUSED_PLAIN = "fused, 1 view"
+FUSED_TTA = "fused, 4 flips"
+IMAGE_TTA = "image, 4 flips"
 WEIGHTS_FILE = "classifier.pt"
 SELECTION_FILE = "radiomics_selection.json"
 
@@ -44,10 +49,18 @@ def is_malignant(probabilities: dict[str, float], threshold: float = DEFAULT_VET
     return malignancy_probability(probabilities) >= threshold
 
 
+def metadata_missing(metadata: PatientMetadata) -> bool:
+    """True when the classifier would see no metadata at all (every field missing or unknown)."""
+    return bool(np.array_equal(encode_metadata(metadata), _NO_METADATA))
+
+
 def radiomics_vector(selection: FeatureSelection, features: dict[str, float] | None) -> np.ndarray:
     """The selected, normalised features followed by the "missing" flag."""
     flag = np.array([1.0 if features is None else 0.0], dtype=np.float32)
     return np.concatenate([selection.transform(features), flag]).astype(np.float32)
+
+
+_NO_METADATA = encode_metadata(PatientMetadata())
 
 
 class FusionClassifier:
@@ -139,6 +152,24 @@ class FusionClassifier:
             to(np.stack([radiomics_vector(self.selection, r) for r in radiomics])),
         )
 
+    def _view_features(self, rgb: torch.Tensor, mask: torch.Tensor, views: int) -> list[torch.Tensor]:
+        """The image branch's features of the first ``views`` of: the image, flipped left-right,
+        flipped up-down, both."""
+        flips = [(), (3,), (2,), (2, 3)][: max(1, views)]
+        return [self.net.image(rgb.flip(dims) if dims else rgb, mask.flip(dims) if dims else mask) for dims in flips]
+
+    def _fused(self, features: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor) -> torch.Tensor:
+        """The shipped head's calibrated probabilities, averaged over the views."""
+        temperature = self.net.config.temperature
+        return torch.stack([torch.softmax(self.net.head(f, meta, rad) / temperature, dim=1) for f in features]).mean(0)
+
+    def _image_only(self, features: list[torch.Tensor], temperature: float | None = None) -> torch.Tensor:
+        """The image-only head's probabilities (calibrated by ``image_temperature``), averaged over the views."""
+        head = self.net.ablation_head("image")
+        t = self.net.config.image_temperature if temperature is None else temperature
+        empty = features[0].new_zeros((features[0].shape[0], 0))
+        return torch.stack([torch.softmax(head(f, empty, empty) / t, dim=1) for f in features]).mean(0)
+
     @torch.no_grad()
     def predict(
         self,
@@ -148,12 +179,27 @@ class FusionClassifier:
         radiomics: Sequence[dict[str, float] | None],
     ) -> list[dict[str, float]]:
         """Probabilities keyed by CLASS_CODES for each image (RGB uint8, any size; mask bool at the
-        image's size or None; radiomics: the full pyradiomics dict or None)."""
+        image's size or None; radiomics: the full pyradiomics dict or None).
+
+        With ``tta_views`` > 1 the probabilities are averaged over the image's flips; an image with
+        every metadata field missing is answered by the ``no_metadata_head`` of the config."""
         if len(images) == 0:
             return []
-        logits = self.net(*self._inputs(images, masks, metadata, radiomics)) / self.net.config.temperature
-        probabilities = torch.softmax(logits, dim=1)
+        rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
+        probabilities = self._shipped(self._view_features(rgb, mask, self.net.config.tta_views), meta, rad, metadata)
         return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
+
+    def _shipped(self, views: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor,
+                 metadata: Sequence[PatientMetadata]) -> torch.Tensor:
+        """The answer as configured: the fused head over the config's views, and the
+        ``no_metadata_head`` for cases with every metadata field missing."""
+        views = views[: max(1, self.net.config.tta_views)]
+        probabilities = self._fused(views, meta, rad)
+        if self.net.config.no_metadata_head == "image":
+            missing = torch.from_numpy(np.array([metadata_missing(m) for m in metadata])).to(probabilities.device)
+            if bool(missing.any()):
+                probabilities = torch.where(missing[:, None], self._image_only(views), probabilities)
+        return probabilities
 
     @torch.no_grad()
     def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -175,13 +221,16 @@ class FusionClassifier:
         metadata: Sequence[PatientMetadata],
         radiomics: Sequence[dict[str, float] | None],
     ) -> dict[str, np.ndarray]:
-        """Probability arrays (cases x classes) of the fused model ("fused", calibrated) and of each
-        ablation head (uncalibrated: they serve the ablation's AUROCs)."""
+        """Probability arrays (cases x classes): "fused" is what ``predict`` answers (the shipped
+        configuration); FUSED_PLAIN the fused head on the image alone, FUSED_TTA over 4 flips
+        (calibrated); each ablation head and IMAGE_TTA uncalibrated (they serve AUROCs)."""
         rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
-        features = self.net.image(rgb, mask)
-        fused = self.net.head(features, meta, rad) / self.net.config.temperature
-        out = {"fused": torch.softmax(fused, dim=1).cpu().numpy()}
+        views = self._view_features(rgb, mask, 4)
+        out = {"fused": self._shipped(views, meta, rad, metadata).cpu().numpy(),
+               FUSED_PLAIN: self._fused(views[:1], meta, rad).cpu().numpy(),
+               FUSED_TTA: self._fused(views, meta, rad).cpu().numpy(),
+               IMAGE_TTA: self._image_only(views, temperature=1.0).cpu().numpy()}
         for name in ABLATION_VARIANTS:
-            logits = self.net.ablation_head(name)(features, meta, rad)
+            logits = self.net.ablation_head(name)(views[0], meta, rad)
             out[name] = torch.softmax(logits, dim=1).cpu().numpy()
         return out

@@ -33,11 +33,15 @@ def train_segmentation(
     device: str | None = typer.Option(None, help="torch device (default: cuda when present, else cpu)"),
     cache: Path | None = typer.Option(None, help="folder for the resized-tensor cache (default: OUT/cache)"),
     threads: int | None = typer.Option(None, help="CPU threads for torch (1 is fastest on a shared CPU)"),
+    init: Path | None = typer.Option(None, exists=True, file_okay=False,
+                                     help="start from this model folder's weights (fine-tune one of our own models)"),
+    lr: float | None = typer.Option(None, help="override the profile's peak learning rate (lower for fine-tuning)"),
 ) -> None:
-    """Train the lesion segmenter (seeded split by image_id, augmentation, checkpoint and resume)."""
+    """Train the lesion segmenter (seeded split by lesion, augmentation, checkpoint and resume)."""
     from dermnode.models.segmentation.train import train_segmentation as run
 
-    card = run(data, profile.value, out, resume=resume, epochs=epochs, device=device, cache_dir=cache, threads=threads)
+    card = run(data, profile.value, out, resume=resume, epochs=epochs, device=device, cache_dir=cache, threads=threads,
+               init=init, learning_rate=lr)
     typer.echo(f"model written to {out} (sha256 {card.weights_sha256[:12]}): {card.metrics}")
 
 

@@ -1,7 +1,7 @@
 """Training of the lesion segmenter: cached resized tensors, augmentation, checkpoints and resume.
 
 ``train_segmentation`` is what ``dermnode train segmentation`` runs. The train/validation split is the
-project's seeded split by image_id (``split_by_image_id``), written beside the weights; only records
+project's seeded split by lesion (``split_by_lesion``, the split every model of the folder shares), written beside the weights; only records
 with an expert mask are used. After every epoch the output folder holds a usable model (half-precision
 weights plus model card) and a full checkpoint for ``--resume``; at the end the validation split is
 evaluated at the source images' size and the metrics go into the model card.
@@ -26,7 +26,7 @@ from dermnode.models.dataset_index import (
     ImageRecord,
     Split,
     load_records,
-    split_by_image_id,
+    split_by_lesion,
 )
 from dermnode.models.device import torch_device
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
@@ -173,23 +173,30 @@ def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict
     return card
 
 
+def _identity_text(card: ModelCard) -> str:
+    return f"{card.name} {card.version} (sha256 {card.weights_sha256[:12]})"
+
+
 def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: bool = False,
                        epochs: int | None = None, device: str | None = None, cache_dir: Path | None = None,
                        max_images: int | None = None, input_size: int | None = None, seed: int = 0,
-                       threads: int | None = None, evaluate_at_end: bool = True) -> ModelCard:
+                       threads: int | None = None, evaluate_at_end: bool = True, init: Path | None = None,
+                       learning_rate: float | None = None) -> ModelCard:
     """Train (or resume) a segmenter of ``profile_name`` on the folder ``data_dir`` into ``out``.
 
     ``threads`` sets torch's CPU threads: on a CPU shared with other jobs one thread is several
-    times faster than two competing ones.
+    times faster than two competing ones. ``init`` starts from the weights of one of our own model
+    folders (fine-tuning; nothing is downloaded), usually with a lower ``learning_rate``.
     """
     if threads:
         torch.set_num_threads(threads)
     profile = PROFILES[profile_name]
-    profile = replace(profile, epochs=epochs or profile.epochs, input_size=input_size or profile.input_size)
+    profile = replace(profile, epochs=epochs or profile.epochs, input_size=input_size or profile.input_size,
+                      learning_rate=learning_rate or profile.learning_rate)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch_device(device)
-    split = Split.load(out) if resume and (out / "split.json").is_file() else split_by_image_id(data_dir)
+    split = Split.load(out) if resume and (out / "split.json").is_file() else split_by_lesion(data_dir)
     split.save(out)
     records = [r for r in load_records(data_dir) if r.mask_path is not None]
     train_records = split.train(records)[:max_images]
@@ -202,6 +209,9 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
 
     torch.manual_seed(seed)
     model = build_network(profile).to(dev)
+    if init is not None and not resume:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in torch.load(Path(init) / WEIGHTS_FILE, map_location=dev).items()})
     optimizer = make_optimizer(model, profile)
     steps_per_epoch = math.ceil(len(train_records) / profile.batch_size)
     total_steps = profile.epochs * steps_per_epoch
@@ -216,7 +226,8 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
         "version": time.strftime("%Y.%m.%d"),
         "data": f"{len(train_records)} training images with expert masks from "
                 f"{', '.join(sorted({r.collection for r in train_records}))} (ISIC archive)",
-        "split": f"split_by_image_id seed {split.seed}, validation fraction {split.validation_fraction}"
+        "initialised_from": None if init is None else _identity_text(ModelCard.load(Path(init))),
+        "split": f"split_by_lesion seed {split.seed}, validation fraction {split.validation_fraction}"
                  f" ({len(train_records)} train / {len(val_records)} validation images with masks); split.json",
         "epochs": profile.epochs,
         "device": str(dev),
