@@ -28,13 +28,20 @@ _stopping = threading.Event()
 
 
 def _beat_forever(broker_url: str, beat: WorkerBeat) -> None:
-    """Refresh the heartbeat every BEAT_SECONDS until the process stops (a daemon thread)."""
+    """Refresh the heartbeat every BEAT_SECONDS until the process stops (a daemon thread); one
+    warning when the broker stops taking it, one line when it takes it again."""
     client = redis_client(broker_url)
+    failing = False
     while not _stopping.is_set():
         try:
             write_beat(client, beat)
+            if failing:
+                log.warning("the worker heartbeat reaches the broker again")
+            failing = False
         except Exception as error:  # noqa: BLE001 - the broker may be down for a while; keep beating
-            log.warning("cannot write the worker heartbeat: %s", error)
+            if not failing:
+                log.warning("cannot write the worker heartbeat (retrying every %s s, quietly): %s", BEAT_SECONDS, error)
+            failing = True
         _stopping.wait(BEAT_SECONDS)
 
 
