@@ -112,6 +112,17 @@ def test_a_repeated_analysis_is_stored_once_and_answers_the_first_uids(node, tmp
     assert len(audit.events(study_uid, kind="analysed")) == 1
 
 
+def test_the_node_decides_the_veto_at_its_own_threshold(node, tmp_path: Path) -> None:
+    settings, audit, url = node
+    study_uid = generate_uid()
+    ds = spool_study(settings, tmp_path / "images", study_uid, [None])[0]
+    analysis = DarkAnalyzer().analyze([type("Image", (), {"dataset": ds, "rgb": ds.pixel_array})()])[0]
+    analysis.veto_threshold = 0.9  # a worker configured otherwise: P(malignant) 0.5 would not be a veto there
+    answer = HttpLink(url, TOKEN).accept(study_uid, str(ds.SOPInstanceUID), KEY, analysis)
+    assert answer["result_uids"].get("kos_sop_uid")  # the node's threshold (0.3) fired the veto
+    assert audit.analysed_rows()[0]["veto_threshold"] == settings.veto_threshold
+
+
 def test_the_endpoints_refuse_a_wrong_token_and_a_dead_node_is_a_transient_error(node, tmp_path: Path) -> None:
     settings, audit, url = node
     study_uid = generate_uid()

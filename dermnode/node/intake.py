@@ -4,7 +4,8 @@ Workers hold no state. A worker asks which of a study's images still owe results
 fetches each instance's bytes (``instance``), analyses them and hands each image's
 :class:`~dermnode.contract.LesionAnalysis` back (``accept``). The node, the one owner of state,
 then encodes the SEG + SR (+ KOS) from the spooled source, puts them in the outbox and writes the
-image's audit row; ``finish`` marks the task's idempotency key done. A worker on the node's host
+image's audit row; ``finish`` marks the task's idempotency key done. The veto is decided at the
+node's ``veto_threshold``, whatever the worker's settings say. A worker on the node's host
 calls this class directly (workers/link.py ``LocalLink``); one on another host through serve's
 HTTP endpoints (web/worker_api.py).
 
@@ -86,6 +87,8 @@ class ResultIntake:
         if self.cancelled(study_uid):  # cancelled mid-analysis: nothing goes out
             log.info("study %s was cancelled: the analysis of image %s is not stored", study_uid, sop_uid)
             return {"status": "cancelled", "failure_reason": None, "result_uids": {}}
+        # the veto's operating point is the node's setting, whatever the worker was configured with
+        analysis = replace(analysis, veto_threshold=self.settings.veto_threshold)
         ds, unreadable = self._source(study_uid, sop_uid)
         uids: dict[str, str] = {}
         if ds is None:
