@@ -80,5 +80,7 @@ def test_a_killed_embedded_worker_shows_in_readyz_and_metrics(served_studies: Se
     assert metrics(served)[("dermnode_check_ok", (("check", "workers"),))] == 0
     wait_until(lambda: served.get("/readyz").status == 200, 120, "the restarted worker", served.log)
     assert metrics(served)[("dermnode_embedded_worker_restarts_total", ())] == before + 1
+    # the killed worker's last heartbeat lingers until it expires (a few seconds)
+    wait_until(lambda: len(served.readyz()["workers"]) == 1, 30, "the killed worker's heartbeat to expire", served.log)
     (restarted,) = served.readyz()["workers"]
     assert restarted["pid"] != worker["pid"] and restarted["models"] == "loaded"
