@@ -36,12 +36,13 @@ def train_segmentation(
     init: Path | None = typer.Option(None, exists=True, file_okay=False,
                                      help="start from this model folder's weights (fine-tune one of our own models)"),
     lr: float | None = typer.Option(None, help="override the profile's peak learning rate (lower for fine-tuning)"),
+    balance_sources: bool = typer.Option(False, help="give every source the same share of each epoch"),
 ) -> None:
     """Train the lesion segmenter (seeded split by lesion, augmentation, checkpoint and resume)."""
     from dermnode.models.segmentation.train import train_segmentation as run
 
     card = run(data, profile.value, out, resume=resume, epochs=epochs, device=device, cache_dir=cache, threads=threads,
-               init=init, learning_rate=lr)
+               init=init, learning_rate=lr, balance_sources=balance_sources)
     typer.echo(f"model written to {out} (sha256 {card.weights_sha256[:12]}): {card.metrics}")
 
 

@@ -173,6 +173,14 @@ def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict
     return card
 
 
+def source_weights(records: list[ImageRecord]) -> torch.Tensor:
+    """Sampling weights that give every source (collection) the same share of an epoch."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.source] = counts.get(record.source, 0) + 1
+    return torch.tensor([1.0 / counts[record.source] for record in records], dtype=torch.double)
+
+
 def _identity_text(card: ModelCard) -> str:
     return f"{card.name} {card.version} (sha256 {card.weights_sha256[:12]})"
 
@@ -181,12 +189,14 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
                        epochs: int | None = None, device: str | None = None, cache_dir: Path | None = None,
                        max_images: int | None = None, input_size: int | None = None, seed: int = 0,
                        threads: int | None = None, evaluate_at_end: bool = True, init: Path | None = None,
-                       learning_rate: float | None = None) -> ModelCard:
+                       learning_rate: float | None = None, balance_sources: bool = False) -> ModelCard:
     """Train (or resume) a segmenter of ``profile_name`` on the folder ``data_dir`` into ``out``.
 
     ``threads`` sets torch's CPU threads: on a CPU shared with other jobs one thread is several
     times faster than two competing ones. ``init`` starts from the weights of one of our own model
     folders (fine-tuning; nothing is downloaded), usually with a lower ``learning_rate``.
+    ``balance_sources`` draws each epoch's images so that every source has the same share (HAM10000's
+    many small images would otherwise dominate).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -232,10 +242,12 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
         "epochs": profile.epochs,
         "device": str(dev),
         "augmentation": "flips, rotation any angle, scale 0.75-1.3, shifts, brightness/contrast/saturation/colour jitter",
+        "sampling": "every source the same share of each epoch" if balance_sources else "every image once per epoch",
         "history": history,
     }
     for epoch in range(start_epoch, profile.epochs):
-        order = torch.randperm(len(train_records), generator=generator)
+        order = (torch.multinomial(source_weights(train_records), len(train_records), replacement=True, generator=generator)
+                 if balance_sources else torch.randperm(len(train_records), generator=generator))
         losses = []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{profile.epochs}", unit="batch")
         for step in bar:
