@@ -10,7 +10,8 @@ import pytest
 from pydicom import dcmread
 
 from dermnode.node.audit import AuditStore
-from dermnode.node.outbox import Dispatcher, Outbox, destination_states
+from dermnode.node.outbox import Dispatcher, Outbox
+from dermnode.node.studies import destination_states
 from node_support import make_study, node_settings, storescp_on
 from peers import free_port
 

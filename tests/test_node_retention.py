@@ -15,9 +15,10 @@ from pydicom import dcmread
 from sqlalchemy import insert, update
 
 from dermnode.node.audit import AuditStore
-from dermnode.node.outbox import Outbox, destination_states
+from dermnode.node.outbox import Outbox
 from dermnode.node.retention import prunable_studies
 from dermnode.node.schema import deliveries, events
+from dermnode.node.studies import destination_states
 from node_support import RecordingEnqueue, make_study, node_settings, running_node, storescp_on, storescu
 from peers import free_port
 from pg_support import postgres_schema_url, postgres_server  # noqa: F401 - the fixture

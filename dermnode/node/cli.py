@@ -92,7 +92,7 @@ def audit_list(config: ConfigOption = None) -> None:
     from rich.console import Console
     from rich.table import Column, Table
 
-    from dermnode.node.outbox import destination_states
+    from dermnode.node.studies import destination_states
 
     store = _audit(config)
     states = destination_states(store)
@@ -110,7 +110,7 @@ def audit_show(study_uid: str, config: ConfigOption = None) -> None:
     """Every event of one study, then its deliveries and its state per destination."""
     import json
 
-    from dermnode.node.outbox import destination_states
+    from dermnode.node.studies import destination_states
 
     store = _audit(config)
     found = store.events(study_uid)

@@ -11,7 +11,7 @@ A destination is *down* when a pass stored nothing there, *up* again when one st
 dispatcher logs one WARNING and writes one audit event (``destination_down`` / ``destination_up``)
 per change, not one per attempt, and while it is down tries it only once per back-off interval. A delivery's own failures are audited (``failed``) on its first
 attempt and when it is given up; every attempt updates its row (attempts, last error).
-``destination_states`` tells each study's state per destination, so a veto destination that is down
+``studies.destination_states`` tells each study's state per destination, so a veto destination that is down
 shows as such without hiding that the main PACS has the results.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pydicom import Dataset, dcmwrite
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dermnode.dicom_templates.uids import check_uid
@@ -39,31 +39,6 @@ from dermnode.node.tls import client_context
 
 log = logging.getLogger("dermnode.outbox")
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
-
-
-#: A study's delivery state at one destination, worst first (see ``destination_states``).
-DELIVERY_STATES = ("failed", "retrying", "pending", "cancelled", "sent")
-
-
-def destination_states(audit: AuditStore, study_uid: str | None = None) -> dict[str, dict[str, str]]:
-    """study UID -> {destination: state} for one study (or every study with deliveries).
-
-    The state of a study at a destination is the worst of its objects' there: ``failed`` (given up
-    after max_attempts), ``retrying`` (an attempt failed; trying again), ``pending`` (not tried
-    yet), ``cancelled`` (an operator cancelled the study) or ``sent`` (every object acknowledged).
-    """
-    rank = case((deliveries.c.state == "failed", 0), (deliveries.c.attempts > 0, 1), else_=2)
-    worst = case((deliveries.c.state == "sent", 4), (deliveries.c.state == "cancelled", 3), else_=rank)
-    query = (select(deliveries.c.study_uid, deliveries.c.destination, func.min(worst))
-             .group_by(deliveries.c.study_uid, deliveries.c.destination)
-             .order_by(deliveries.c.study_uid, deliveries.c.destination))
-    if study_uid is not None:
-        query = query.where(deliveries.c.study_uid == study_uid)
-    states: dict[str, dict[str, str]] = {}
-    with audit.engine.connect() as connection:
-        for study, destination, level in connection.execute(query):
-            states.setdefault(study, {})[destination] = DELIVERY_STATES[level]
-    return states
 
 
 def backoff_seconds(attempts: int, base: float, cap: float) -> float:

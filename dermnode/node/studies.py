@@ -89,6 +89,15 @@ def destination_state(counts: dict[str, int], retrying: bool) -> str:
     return "cancelled"
 
 
+def destination_states(audit: AuditStore, study_uid: str | None = None) -> dict[str, dict[str, str]]:
+    """study UID -> {destination: state} for one study (or every study with deliveries), in the
+    words of ``destination_state``: what `audit list/show` print and the web shows."""
+    with audit.engine.connect() as connection:
+        exports = StudyIndex._exports(connection, study_uid)
+    return {uid: {name: destination_state(entry["counts"], bool(entry["last_error"])) for name, entry in sorted(found.items())}
+            for uid, found in exports.items()}
+
+
 class StudyIndex:
     """Reads studies from the audit store (and, for studies without results, the spooled headers)."""
 
