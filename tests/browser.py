@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import subprocess
 import tempfile
 import time
@@ -42,7 +43,7 @@ class Chromium:
             [executable, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={self._profile.name}",
              f"--window-size={self.width},{self.height}", "about:blank"],
-            preexec_fn=pipes_at_3_and_4, pass_fds=(3, 4),
+            preexec_fn=pipes_at_3_and_4, pass_fds=(3, 4), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser)
         os.close(from_browser)
@@ -53,10 +54,28 @@ class Chromium:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        try:  # a clean close lets Chromium finish writing its profile
+            self.call("Browser.close", timeout=5)
+            self.process.wait(timeout=10)
+        except (TimeoutError, RuntimeError, OSError, subprocess.TimeoutExpired):
+            pass
         stop(self.process, timeout=5)
+        self._end_process_group()
         os.close(self._commands)
         os.close(self._replies)
         self._profile.cleanup()
+
+    def _end_process_group(self, timeout: float = 10.0) -> None:
+        """Kill Chromium's helpers (renderer, zygote, crashpad), which may outlive the browser and keep
+        writing into the profile, and wait (at most ``timeout`` s) until none is left."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"Chromium's helpers (process group {self.process.pid}) did not end in {timeout:.0f} s")
 
     def call(self, method: str, timeout: float = 30.0, **params: Any) -> dict:
         """Send one command and wait (at most ``timeout`` s) for its answer; events on the way are dropped."""
