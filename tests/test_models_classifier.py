@@ -11,7 +11,15 @@ from dermnode.models.classifier.predict import FUSED_PLAIN, FUSED_TTA, IMAGE_TTA
 from dermnode.models.classifier.data import METADATA_FIELDS, build_cache, encode_metadata, square_image, square_mask
 from dermnode.models.classifier.evaluate import ChainOutputs, classification_metrics
 from dermnode.models.classifier.net import ClassifierConfig, FusionNet
-from dermnode.models.classifier.train import augment, class_weights, to_tensors
+from dermnode.models.classifier.train import (
+    TrainSettings,
+    augment,
+    class_weights,
+    mix_pairs,
+    stage1_loss,
+    to_tensors,
+    train_image_branch,
+)
 from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR, ModelCard
 from peers import shared_data
@@ -141,6 +149,46 @@ def test_a_few_training_steps_lower_the_loss(small_cache):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.8
+
+
+def test_stage1_loss_is_weighted_cross_entropy_plus_the_malignant_term():
+    logits, labels = torch.randn(16, 8, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 8
+    weights = class_weights(np.array([0] * 50 + [1] * 10 + list(range(8))))
+    targets = torch.nn.functional.one_hot(labels, 8).float()
+    plain = torch.nn.functional.cross_entropy(logits, labels, weight=weights, label_smoothing=0.05)
+    assert stage1_loss(logits, targets, weights, 0.0).item() == pytest.approx(plain.item(), rel=1e-5)
+    malignant = torch.tensor([c in ("MEL", "BCC", "AK", "SCC") for c in CLASS_CODES])
+    p_malignant = torch.softmax(logits, 1)[:, malignant].sum(1)
+    binary = torch.nn.functional.binary_cross_entropy(p_malignant, malignant[labels].float())
+    assert stage1_loss(logits, targets, weights, 0.5).item() == pytest.approx(plain.item() + 0.5 * binary.item(), rel=1e-4)
+
+
+def test_mixup_blends_images_masks_and_labels_with_one_share():
+    rgb, mask = torch.rand(8, 3, 16, 16), (torch.rand(8, 1, 16, 16) > 0.5).float()
+    targets = torch.nn.functional.one_hot(torch.arange(8), 8).float()
+    mixed_rgb, mixed_mask, mixed_targets = mix_pairs(rgb, mask, targets, 0.4, torch.Generator().manual_seed(3))
+    share = mixed_targets.max(dim=1).values.min().item()  # every case keeps its own label's share (or its partner's)
+    assert torch.allclose(mixed_targets.sum(1), torch.ones(8)) and 0.5 <= share <= 1.0
+    assert not torch.equal(mixed_rgb, rgb) and mixed_mask.min() >= 0 and mixed_mask.max() <= 1
+
+
+def test_stage1_with_mixup_and_weight_averaging_resumes_to_the_same_weights(small_cache, tmp_path):
+    _, cache = small_cache
+    settings = TrainSettings(epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5, ema=0.9)
+
+    def stage1() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        net = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32)))
+        train_image_branch(net, cache, settings, tmp_path, progress=False)
+        return net.image.state_dict()
+
+    untrained = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32))).image.state_dict()
+    trained = stage1()
+    checkpoint = torch.load(tmp_path / "stage1.pt", weights_only=False)
+    assert checkpoint["epoch"] == 2 and "ema.n_averaged" in checkpoint["model"]
+    assert any(not torch.equal(trained[k], untrained[k]) for k in trained)
+    resumed = stage1()  # a restarted run finds every epoch done and ends with the same averaged weights
+    assert all(torch.equal(trained[k], resumed[k]) for k in trained)
 
 
 @pytest.fixture(scope="module")

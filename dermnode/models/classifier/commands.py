@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from dermnode.contract import DEFAULT_VETO_THRESHOLD
+from dermnode.errors import UserError
 from dermnode.models.command_options import (
     DATA,
     PROFILE,
@@ -43,6 +44,14 @@ def train_classifier(
         None, "--leave-out", help="leave this source (ham10000, isic-8class, isic2018-task1) and its lesions out of "
         "training, to test on it with `evaluate classifier --source`"
     ),
+    mixup: float | None = typer.Option(None, "--mixup", help="stage 1 mixup Beta(a, a) parameter; 0: off "
+                                       "[default: the recipe's, see TrainSettings]"),
+    malignant_loss: float | None = typer.Option(None, "--malignant-loss", help="stage 1 weight of a "
+                                                "malignant-vs-benign loss; 0: off [default: the recipe's]"),
+    ema: float | None = typer.Option(None, "--ema", help="stage 1 weight averaging decay per step; 0: off "
+                                     "[default: the recipe's]"),
+    no_metadata_head: str = typer.Option(
+        "fused", "--no-metadata-head", help="the head that answers when every metadata field is missing: fused or image"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
@@ -51,8 +60,12 @@ def train_classifier(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads(threads)
-    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs)
-    summary = run(data, out, profile, work, settings, folds, masks, leave_out)
+    if no_metadata_head not in ("fused", "image"):
+        raise UserError(f"--no-metadata-head must be 'fused' or 'image', not {no_metadata_head!r}")
+    given = {"mixup": mixup, "malignant_loss": malignant_loss, "ema": ema}
+    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs,
+                             **{name: value for name, value in given.items() if value is not None})
+    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -53,6 +53,16 @@ from dermnode.models.radiomics import FeatureSelection
 
 log = logging.getLogger(__name__)
 SEGMENTER_KEY = "segmenter_sha256"
+VERSION = "0.4.0"
+
+
+def stage1_recipe(settings: TrainSettings) -> str:
+    """The optional parts of stage 1, as the model card names them ("" when none is used)."""
+    parts = [f"mixup (Beta {settings.mixup:g})" if settings.mixup else "",
+             f"a malignant-vs-benign loss (weight {settings.malignant_loss:g})" if settings.malignant_loss else "",
+             f"an exponential moving average of the weights (decay {settings.ema:g}/step)" if settings.ema else ""]
+    used = [part for part in parts if part]
+    return f"; stage 1 with {', '.join(used)}" if used else ""
 
 
 def predicted_masks(records: list[ImageRecord], work_dir: Path, every: bool = False) -> dict[str, np.ndarray | None]:
@@ -133,8 +143,10 @@ def fit(
     n_radiomics: int,
     settings: TrainSettings,
     work_dir: Path,
+    no_metadata_head: str = "fused",
 ) -> tuple:
-    """Both stages on ``train``; returns the network and the validation probabilities of each variant."""
+    """Both stages on ``train``; returns the network and the validation probabilities of each variant.
+    Both the fused head's and the image-only head's temperatures are fitted on ``val``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     net = new_network(profile, n_radiomics)
     train_image_branch(net, train, settings, work_dir)
@@ -148,14 +160,21 @@ def fit(
     with torch.no_grad():
         net.head.eval()
         logits = net.head(val_features, val_meta, rad_val)
+        image_head = net.ablation_head("image").eval()
+        empty = val_features.new_zeros((len(val_features), 0))
+        image_logits = image_head(val_features, empty, empty)
     temperature = fit_temperature(logits, torch.from_numpy(val.labels))
-    net.config = replace(net.config, temperature=temperature)
+    image_temperature = fit_temperature(image_logits, torch.from_numpy(val.labels))
+    net.config = replace(net.config, temperature=temperature, image_temperature=image_temperature,
+                         no_metadata_head=no_metadata_head)
     probabilities = {
         name: head_probabilities(net.ablation_head(name), val_features, val_meta, rad_val) for name in ABLATION_VARIANTS
     }
     probabilities["fused"] = torch.softmax(logits / temperature, dim=1).numpy()
     with torch.no_grad():
-        probabilities["fused, no metadata"] = torch.softmax(net.head(val_features, no_meta, rad_val) / temperature, 1).numpy()
+        bare = (image_logits / image_temperature if no_metadata_head == "image"
+                else net.head(val_features, no_meta, rad_val) / temperature)
+        probabilities["fused, no metadata"] = torch.softmax(bare, 1).numpy()
     return net, probabilities
 
 
@@ -181,6 +200,7 @@ def train_classifier(
     folds: int = 1,
     masks: str = "expert",
     leave_out: str | None = None,
+    no_metadata_head: str = "fused",
 ) -> dict:
     """Train on the lesion split's training part (optionally with k-fold cross-validation inside it),
     fit the temperature and choose per-class Youden thresholds on its validation part, and write
@@ -223,7 +243,8 @@ def train_classifier(
     rad_val, _ = radiomics_rows(val, entries, selection)
 
     cross_validation = cross_validate(train, rad_train, profile, selection, settings, work_dir, folds) if folds > 1 else None
-    net, probabilities = fit(train, val, rad_train, rad_val, profile, len(selection.names), settings, work_dir)
+    net, probabilities = fit(train, val, rad_train, rad_val, profile, len(selection.names), settings, work_dir,
+                             no_metadata_head)
     thresholds = {
         code: youden_threshold((val.labels == i).astype(int), probabilities["fused"][:, i])
         for i, code in enumerate(CLASS_CODES)
@@ -235,7 +256,7 @@ def train_classifier(
     left_out = f"; source {leave_out!r} and its lesions left out (leave-one-source-out run)" if leave_out else ""
     card = ModelCard(
         name=NAME,
-        version="0.3.0",
+        version=VERSION,
         architecture=(
             f"fusion classifier, profile {profile}: "
             + ("ResNet-50" if profile == "paper" else "small ResNet (BasicBlocks, widths 32-64-128-256)")
@@ -251,6 +272,7 @@ def train_classifier(
             "(NV MEL BCC BKL AK SCC DF VASC), temperature-scaled; stage 1 image branch, stage 2 fused head on frozen "
             "features then end-to-end fine-tune, metadata hidden at random (field-wise and all at once) so the "
             "image stands alone; cross-entropy weighted by (1/class frequency)^0.5"
+            + stage1_recipe(settings)
         ),
         profile=profile,
         weights_file="classifier.pt",
@@ -268,6 +290,8 @@ def train_classifier(
             "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the fused model on the validation split",
             "veto": "malignant when P(MEL)+P(BCC)+P(AK)+P(SCC) >= the node's veto threshold (default 0.3)",
             "temperature": net.config.temperature,
+            "image_temperature": net.config.image_temperature,
+            "no_metadata_head": no_metadata_head,
             "left_out_source": leave_out,
             "settings": settings.__dict__,
         },

@@ -1,6 +1,7 @@
 """Training of the fusion classifier, as in the seed paper: image branch first, then the fused model.
 
-Stage 1 trains the image branch (RGB + mask) with an image-only head. Stage 2 trains, on frozen
+Stage 1 trains the image branch (RGB + mask) with an image-only head (optionally with mixup, an extra
+malignant-vs-benign loss and an exponential moving average of the weights). Stage 2 trains, on frozen
 image features, the three heads of the ablation (image, image+metadata, image+metadata+radiomics)
 and the fused head, then fine-tunes the fused model end to end at a low learning rate. Class
 imbalance: cross-entropy weighted by (1 / class frequency) ** 0.5. Every stage checkpoints into a
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from dermnode.contract import CLASS_CODES
+from dermnode.contract import CLASS_CODES, MALIGNANT_CODES
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.data import METADATA_FIELDS, ClassifierCache
 from dermnode.models.classifier.net import (
@@ -43,7 +45,13 @@ class TrainSettings:
     mask_dropout: float = 0.3  # share of training images whose mask channel is blanked
     radiomics_dropout: float = 0.15  # share of training cases whose radiomics are marked missing
     metadata_dropout: float = 0.3  # chance of hiding each metadata field (and of hiding all of them)
+    mixup: float = 0.0  # stage 1: images (and their labels) mixed in pairs with a Beta(a, a) share; 0: off
+    malignant_loss: float = 0.0  # stage 1: weight of a malignant-vs-benign loss on the summed class probabilities
+    ema: float = 0.0  # stage 1 ends with an exponential moving average of its weights (this decay per step); 0: off
     seed: int = 0
+
+
+_MALIGNANT = torch.tensor([code in MALIGNANT_CODES for code in CLASS_CODES])
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -179,7 +187,9 @@ def train_image_branch(
     weights = class_weights(train.labels)
     checkpoint = work_dir / "stage1.pt"
     trained = nn.ModuleDict({"image": net.image, "image_head": net.image_head})  # what stage 1 trains and keeps
-    start_epoch, _ = load_checkpoint(checkpoint, trained, optimizer, generator, scheduler)
+    ema = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True) if settings.ema else None
+    saved = nn.ModuleDict({"trained": trained, "ema": ema}) if ema is not None else trained
+    start_epoch, _ = load_checkpoint(checkpoint, saved, optimizer, generator, scheduler)
     labels = torch.from_numpy(train.labels)
     for epoch in range(start_epoch, settings.epochs):
         net.train()
@@ -189,16 +199,44 @@ def train_image_branch(
         for step in bar:
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
-            logits = net.image_head(net.image(rgb, mask))
-            loss = F.cross_entropy(logits, labels[index], weight=weights, label_smoothing=0.05)
+            targets = F.one_hot(labels[index], len(CLASS_CODES)).float()
+            if settings.mixup > 0:
+                rgb, mask, targets = mix_pairs(rgb, mask, targets, settings.mixup, generator)
+            loss = stage1_loss(net.image_head(net.image(rgb, mask)), targets, weights, settings.malignant_loss)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(trained)
             total, seen = total + loss.item() * len(index), seen + len(index)
             bar.set_postfix(loss=f"{total / seen:.3f}")
         log.info("stage 1 epoch %d loss %.4f", epoch + 1, total / seen)
-        save_checkpoint(checkpoint, epoch + 1, trained, optimizer, generator, scheduler)
+        save_checkpoint(checkpoint, epoch + 1, saved, optimizer, generator, scheduler)
+    if ema is not None:
+        trained.load_state_dict(ema.module.state_dict())
+
+
+def mix_pairs(rgb: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator):
+    """Mixup (Zhang et al. 2018): each image blended with another of the batch, one Beta(a, a) share per batch."""
+    share = float(np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator))).beta(alpha, alpha))
+    partner = torch.randperm(len(rgb), generator=generator)
+    mix = lambda x: share * x + (1 - share) * x[partner]  # noqa: E731
+    return mix(rgb), mix(mask), mix(targets)
+
+
+def stage1_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, malignant_weight: float) -> torch.Tensor:
+    """Class-weighted cross-entropy on (soft) targets with label smoothing 0.05, plus ``malignant_weight`` x the
+    binary cross-entropy of P(malignant) = the summed probability of the malignant classes."""
+    smoothed = targets * 0.95 + 0.05 / len(CLASS_CODES)
+    log_p = F.log_softmax(logits, dim=1)
+    loss = -(smoothed * log_p * weights).sum() / (targets * weights).sum()  # as F.cross_entropy(weight=...) normalises
+    if malignant_weight > 0:
+        malignant = targets[:, _MALIGNANT].sum(dim=1)
+        log_malignant = torch.logsumexp(log_p[:, _MALIGNANT], dim=1)
+        log_benign = torch.logsumexp(log_p[:, ~_MALIGNANT], dim=1)
+        loss = loss - malignant_weight * (malignant * log_malignant + (1 - malignant) * log_benign).mean()
+    return loss
 
 
 def train_head(
