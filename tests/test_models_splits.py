@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dermnode.models.dataset_index import leave_source_out, load_records, one_row_per_image, split_by_lesion
+from dermnode.models.dataset_index import (
+    leave_source_out,
+    load_records,
+    one_row_per_image,
+    split_by_lesion,
+    training_images,
+)
 from peers import shared_data
 
 
@@ -34,6 +40,17 @@ def test_leave_one_source_out_shares_no_image_or_lesion(records):
         assert not {r.lesion_id for r in train if r.lesion_id} & {r.lesion_id for r in test if r.lesion_id}
     with pytest.raises(ValueError, match="no image of source"):
         leave_source_out(records, "elsewhere")
+
+
+def test_a_left_out_source_trains_no_image_filed_in_two_collections(records):
+    """`evaluate --source S` takes every image filed under S; none of them may be among the training images,
+    even when its other collection's row (with an expert mask) is the one kept."""
+    for source in ("ham10000", "isic-8class", "isic2018-task1"):
+        tested = {r.image_id for r in records if r.source == source}
+        trained = training_images(records, source)
+        assert trained and not tested & {r.image_id for r in trained}
+        assert len({r.image_id for r in trained}) == len(trained)
+    assert len(training_images(records)) == len({r.image_id for r in records})
 
 
 def test_one_row_per_image_prefers_the_row_with_a_mask(records):

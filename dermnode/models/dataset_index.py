@@ -173,6 +173,13 @@ def leave_source_out(records: list[ImageRecord], source: str) -> tuple[list[Imag
     return train, test
 
 
+def training_images(records: list[ImageRecord], leave_out: str | None = None) -> list[ImageRecord]:
+    """Each image once, without the ``leave_out`` source, its images and its lesions. The source is
+    left out before one row per image is kept: an image filed in two collections (the left-out one
+    among them) never trains, whichever of its rows would have been kept."""
+    return one_row_per_image(leave_source_out(records, leave_out)[0] if leave_out else records)
+
+
 def split_by_image_id(data_dir: Path, seed: int = 20261122, validation_fraction: float = 0.2) -> Split:
     """A seeded split of all image_ids of the data folder (both collections together).
 

@@ -27,7 +27,7 @@ from dermnode.models.bcc_sk.net import CPU_CLIP_CONFIG, PAPER_MODEL, BccSkNet, b
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.data import ClassifierCache, build_cache
 from dermnode.models.classifier.train import augment, to_tensors
-from dermnode.models.dataset_index import leave_source_out, load_records, one_row_per_image, split_by_lesion
+from dermnode.models.dataset_index import load_records, split_by_lesion, training_images
 from dermnode.models.model_card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,7 @@ def train_bcc_sk(
     source and its lesions), evaluate on its validation part, write weights + card."""
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    records = one_row_per_image([r for r in load_records(Path(data_dir)) if r.diagnosis in (POSITIVE, NEGATIVE)])
-    if leave_out:
-        records = leave_source_out(records, leave_out)[0]
+    records = training_images([r for r in load_records(Path(data_dir)) if r.diagnosis in (POSITIVE, NEGATIVE)], leave_out)
     split = split_by_lesion(records=records)
     net = BccSkNet(build_clip(profile))
     cache_path = work_dir / f"bcc_bkl_{net.image_size}{'_without_' + leave_out if leave_out else ''}.npz"

@@ -37,10 +37,9 @@ from dermnode.models.classifier.train import (
 )
 from dermnode.models.dataset_index import (
     ImageRecord,
-    leave_source_out,
     load_records,
-    one_row_per_image,
     split_by_lesion,
+    training_images,
 )
 from dermnode.models.input_gate.checks import GATE_MARGIN, GATE_QUANTILE, FeatureGate
 from dermnode.models.metrics.classification import (
@@ -180,8 +179,7 @@ def fit(
 
 def training_records(data_dir: Path, leave_out: str | None = None) -> list[ImageRecord]:
     """Every labelled image of the data folder once, without the ``leave_out`` source and its lesions."""
-    records = one_row_per_image([r for r in load_records(data_dir) if r.diagnosis is not None])
-    return leave_source_out(records, leave_out)[0] if leave_out else records
+    return training_images([r for r in load_records(data_dir) if r.diagnosis is not None], leave_out)
 
 
 def _data_summary(records: list[ImageRecord]) -> str:
