@@ -8,7 +8,14 @@ import torch
 
 from dermnode.models.bcc_sk.predict import BccSkModel
 from dermnode.models.bcc_sk.net import PRETRAINED_ENV, BccSkNet, build_clip
-from dermnode.models.bcc_sk.train import bcc_sk_subset, coop_optimizer, coop_step
+from dermnode.models.bcc_sk.train import (
+    BccSkSettings,
+    bcc_sk_subset,
+    coop_optimizer,
+    coop_step,
+    train_encoders,
+    train_prompts,
+)
 from dermnode.models.classifier.data import build_cache
 from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR, ModelCard
@@ -73,6 +80,19 @@ def test_cpu_encoders_learn_in_a_few_steps(bcc_sk_images):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_both_training_stages_run_where_the_network_is(bcc_sk_images, tmp_path):
+    _, cache = bcc_sk_images
+    subset, targets = bcc_sk_subset(cache)
+    torch.manual_seed(0)
+    net = BccSkNet(build_clip("cpu"))
+    settings = BccSkSettings(encoder_epochs=1, coop_epochs=2, views=2, batch_size=4)
+    train_encoders(net, subset, targets, settings, tmp_path, progress=False)
+    assert torch.load(tmp_path / "bcc_sk_stage_a.pt", weights_only=False)["epoch"] == 1
+    ctx = net.ctx.detach().clone()
+    assert np.isfinite(train_prompts(net, subset, targets, settings))
+    assert not torch.equal(ctx, net.ctx.detach())
 
 
 def test_save_load_predict_and_attention_map(bcc_sk_images, tmp_path):

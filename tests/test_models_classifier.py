@@ -191,6 +191,20 @@ def test_stage1_with_mixup_and_weight_averaging_resumes_to_the_same_weights(smal
     assert all(torch.equal(trained[k], resumed[k]) for k in trained)
 
 
+def test_both_stages_fit_calibrate_and_answer_without_metadata_from_the_image_head(small_cache, tmp_path):
+    from dermnode.models.classifier.fit import fit
+
+    _, cache = small_cache
+    settings = TrainSettings(epochs=1, finetune_epochs=1, head_epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5)
+    radiomics = torch.zeros((len(cache.labels), 10))
+    net, probabilities = fit(cache, cache, radiomics, radiomics, "cpu", 9, settings, tmp_path, no_metadata_head="image")
+    assert next(net.parameters()).device.type == "cpu" and net.config.no_metadata_head == "image"
+    assert net.config.temperature > 0 and net.config.image_temperature > 0
+    assert {"image", "image+metadata", "fused", "fused, no metadata"} <= set(probabilities)
+    for probs in probabilities.values():
+        assert probs.shape == (len(cache.labels), len(CLASS_CODES)) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def saved_classifier(small_cache, tmp_path_factory):
     """An untrained network with a feature selection fitted on real radiomics, saved and reloaded."""

@@ -6,7 +6,8 @@ cross-entropy over the scaled image-text cosine similarities. Stage B (every pro
 encoders frozen, the CoOp context vectors and the linear probe learn by cross-entropy, on image
 embeddings of augmented views computed once. Data: BCC against BKL (the benign-keratosis side
 standing in for seborrheic keratosis, as the data README says). Stage A checkpoints every epoch
-into a work directory and resumes there.
+into a work directory and resumes there. Training runs where the network is (CUDA when
+:func:`dermnode.models.device.torch_device` finds it); images are augmented on the CPU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.data import ClassifierCache, build_cache
 from dermnode.models.classifier.train import augment, to_tensors
 from dermnode.models.dataset_index import load_records, split_by_lesion, training_images
+from dermnode.models.device import torch_device
 from dermnode.models.model_card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,9 @@ def train_encoders(
         optimizer, lambda s: min(1.0, (s + 1) / steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
     )
     checkpoint = work_dir / "bcc_sk_stage_a.pt"
-    start, _ = load_checkpoint(checkpoint, net, optimizer, generator, scheduler)
-    y, weights = torch.from_numpy(targets), _weights(targets)
+    device = net.mean.device
+    start, _ = load_checkpoint(checkpoint, net, optimizer, generator, scheduler, map_location=device)
+    y, weights = torch.from_numpy(targets).to(device), _weights(targets).to(device)
     for epoch in range(start, settings.encoder_epochs):
         net.train()
         order, total = torch.randperm(len(y), generator=generator).numpy(), 0.0
@@ -82,7 +85,7 @@ def train_encoders(
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             rgb, _ = augment(*to_tensors(train, index, net.image_size), generator, mask_dropout=1.0)
             text = F.normalize(net.encode_prompts(None), dim=-1)
-            image = F.normalize(net.encode_image(rgb), dim=-1)
+            image = F.normalize(net.encode_image(rgb.to(device)), dim=-1)
             logits = net.clip.logit_scale.exp() * image @ text.T
             loss = F.cross_entropy(logits, y[index], weight=weights)
             optimizer.zero_grad()
@@ -98,7 +101,7 @@ def train_encoders(
 
 @torch.no_grad()
 def image_embeddings(net: BccSkNet, cache: ClassifierCache, views: int = 1, seed: int = 0) -> torch.Tensor:
-    """views x N x D embeddings: view 0 plain, further views augmented."""
+    """views x N x D embeddings (on the CPU): view 0 plain, further views augmented."""
     net.eval()
     generator = torch.Generator().manual_seed(seed)
     out = []
@@ -109,13 +112,16 @@ def image_embeddings(net: BccSkNet, cache: ClassifierCache, views: int = 1, seed
             rgb, mask = to_tensors(cache, index, net.image_size)
             if view:
                 rgb, _ = augment(rgb, mask, generator, mask_dropout=1.0)
-            chunks.append(net.encode_image(rgb))
+            chunks.append(net.encode_image(rgb.to(net.mean.device)).cpu())
         out.append(torch.cat(chunks))
     return torch.stack(out)
 
 
 def coop_step(net: BccSkNet, embeddings: torch.Tensor, targets: torch.Tensor, optimizer, weights=None) -> float:
     """One CoOp + probe optimisation step on frozen image embeddings; returns the loss."""
+    device = net.mean.device
+    embeddings, targets = embeddings.to(device), targets.to(device)
+    weights = None if weights is None else weights.to(device)
     loss = F.cross_entropy(net.coop_logits(embeddings), targets, weight=weights) + F.cross_entropy(
         net.probe_logits(embeddings), targets, weight=weights
     )
@@ -148,14 +154,6 @@ def train_prompts(net: BccSkNet, train: ClassifierCache, targets: np.ndarray, se
     return loss
 
 
-@torch.no_grad()
-def bcc_probabilities(net: BccSkNet, cache: ClassifierCache) -> np.ndarray:
-    embeddings = image_embeddings(net, cache)[0]
-    coop = torch.softmax(net.coop_logits(embeddings), dim=1)[:, 0]
-    probe = torch.softmax(net.probe_logits(embeddings), dim=1)[:, 0]
-    return (0.5 * (coop + probe)).numpy()
-
-
 def train_bcc_sk(
     data_dir: Path, out_dir: Path, profile: str, work_dir: Path, settings: BccSkSettings, leave_out: str | None = None
 ) -> dict:
@@ -165,7 +163,7 @@ def train_bcc_sk(
     work_dir.mkdir(parents=True, exist_ok=True)
     records = training_images([r for r in load_records(Path(data_dir)) if r.diagnosis in (POSITIVE, NEGATIVE)], leave_out)
     split = split_by_lesion(records=records)
-    net = BccSkNet(build_clip(profile))
+    net = BccSkNet(build_clip(profile)).to(torch_device())
     cache_path = work_dir / f"bcc_bkl_{net.image_size}{'_without_' + leave_out if leave_out else ''}.npz"
     if cache_path.is_file():
         cache = ClassifierCache.load(cache_path)
@@ -177,6 +175,7 @@ def train_bcc_sk(
         train_encoders(net, train, targets, settings, work_dir)
     loss = train_prompts(net, train, targets, settings)
     log.info("CoOp + probe final loss %.4f", loss)
+    net.cpu()
     encoders = (
         "Image and text encoders trained from scratch here (no pretrained CLIP exists for this "
         "configuration): stage A with the hand-written prompt 'a dermoscopic image of <class>.', then "

@@ -23,7 +23,7 @@ from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
 from dermnode.models.classifier.evaluate import MALIGNANT_INDEX
-from dermnode.models.classifier.net import ABLATION_VARIANTS
+from dermnode.models.classifier.net import ABLATION_VARIANTS, ClassifierConfig
 from dermnode.models.classifier.radiomics_cache import extend_cache, record_key
 from dermnode.models.classifier.train import (
     TrainSettings,
@@ -153,6 +153,7 @@ def fit(
     meta, labels = torch.from_numpy(train.metadata), torch.from_numpy(train.labels)
     train_all_heads(net, features, meta, rad_train, labels, settings)
     finetune_fused(net, train, rad_train, settings)
+    net.cpu()  # calibration, the gate and the saved weights are on the CPU
     val_features = image_features(net, val)[0]
     val_meta = torch.from_numpy(val.metadata)
     no_meta = torch.from_numpy(np.stack([encode_metadata(PatientMetadata())] * len(val.labels)))
@@ -211,7 +212,7 @@ def train_classifier(
     split = split_by_lesion(records=records)
     every = masks == "predicted"
     predicted = predicted_masks(records, work_dir, every=every)
-    config = new_network(profile, 9).config
+    config = ClassifierConfig.for_profile(profile)
 
     def mask_for(record: ImageRecord) -> tuple[np.ndarray | None, str]:
         if not every and record.mask_path is not None:

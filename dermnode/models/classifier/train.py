@@ -5,7 +5,8 @@ malignant-vs-benign loss and an exponential moving average of the weights). Stag
 image features, the three heads of the ablation (image, image+metadata, image+metadata+radiomics)
 and the fused head, then fine-tunes the fused model end to end at a low learning rate. Class
 imbalance: cross-entropy weighted by (1 / class frequency) ** 0.5. Every stage checkpoints into a
-work directory and a restarted run resumes there.
+work directory and a restarted run resumes there. Each stage runs where the network is (CUDA when
+:func:`dermnode.models.device.torch_device` finds it); images are augmented on the CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from dermnode.contract import CLASS_CODES, MALIGNANT_CODES
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.data import METADATA_FIELDS, ClassifierCache
+from dermnode.models.device import torch_device
 from dermnode.models.classifier.net import (
     ABLATION_VARIANTS,
     ClassifierConfig,
@@ -157,7 +159,7 @@ def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128
     """Image-branch features of every cached image: ``views`` = 1 is the plain image; more views add
     augmented copies (used to train heads on frozen features without them memorising the training set)."""
     net.eval()
-    size = net.config.image_size
+    size, device = net.config.image_size, _device(net)
     generator = torch.Generator().manual_seed(seed)
     out = []
     for view in range(views):
@@ -167,9 +169,13 @@ def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128
             rgb, mask = to_tensors(cache, index, size)
             if view:
                 rgb, mask = augment(rgb, mask, generator, mask_dropout=0.0)
-            chunks.append(net.image(rgb, mask))
+            chunks.append(net.image(rgb.to(device), mask.to(device)).cpu())
         out.append(torch.cat(chunks))
-    return torch.stack(out)  # views x N x F
+    return torch.stack(out)  # views x N x F, on the CPU
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def train_image_branch(
@@ -180,16 +186,17 @@ def train_image_branch(
 
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
+    device = _device(net)
     params = list(net.image.parameters()) + list(net.image_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train.labels) / settings.batch_size)
     scheduler = _cosine(optimizer, settings.epochs * steps_per_epoch)
-    weights = class_weights(train.labels)
+    weights = class_weights(train.labels).to(device)
     checkpoint = work_dir / "stage1.pt"
     trained = nn.ModuleDict({"image": net.image, "image_head": net.image_head})  # what stage 1 trains and keeps
     ema = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True) if settings.ema else None
     saved = nn.ModuleDict({"trained": trained, "ema": ema}) if ema is not None else trained
-    start_epoch, _ = load_checkpoint(checkpoint, saved, optimizer, generator, scheduler)
+    start_epoch, _ = load_checkpoint(checkpoint, saved, optimizer, generator, scheduler, map_location=device)
     labels = torch.from_numpy(train.labels)
     for epoch in range(start_epoch, settings.epochs):
         net.train()
@@ -202,6 +209,7 @@ def train_image_branch(
             targets = F.one_hot(labels[index], len(CLASS_CODES)).float()
             if settings.mixup > 0:
                 rgb, mask, targets = mix_pairs(rgb, mask, targets, settings.mixup, generator)
+            rgb, mask, targets = rgb.to(device), mask.to(device), targets.to(device)
             loss = stage1_loss(net.image_head(net.image(rgb, mask)), targets, weights, settings.malignant_loss)
             optimizer.zero_grad()
             loss.backward()
@@ -229,12 +237,12 @@ def stage1_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     """Class-weighted cross-entropy on (soft) targets with label smoothing 0.05, plus ``malignant_weight`` x the
     binary cross-entropy of P(malignant) = the summed probability of the malignant classes."""
     smoothed = targets * 0.95 + 0.05 / len(CLASS_CODES)
-    log_p = F.log_softmax(logits, dim=1)
+    log_p, malignant_class = F.log_softmax(logits, dim=1), _MALIGNANT.to(logits.device)
     loss = -(smoothed * log_p * weights).sum() / (targets * weights).sum()  # as F.cross_entropy(weight=...) normalises
     if malignant_weight > 0:
-        malignant = targets[:, _MALIGNANT].sum(dim=1)
-        log_malignant = torch.logsumexp(log_p[:, _MALIGNANT], dim=1)
-        log_benign = torch.logsumexp(log_p[:, ~_MALIGNANT], dim=1)
+        malignant = targets[:, malignant_class].sum(dim=1)
+        log_malignant = torch.logsumexp(log_p[:, malignant_class], dim=1)
+        log_benign = torch.logsumexp(log_p[:, ~malignant_class], dim=1)
         loss = loss - malignant_weight * (malignant * log_malignant + (1 - malignant) * log_benign).mean()
     return loss
 
@@ -250,7 +258,8 @@ def train_head(
     """Fit a fusion head on frozen image features (views x N x F); returns the last epoch's loss."""
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
-    weights = class_weights(labels.numpy())
+    device = _device(head)
+    weights = class_weights(labels.numpy()).to(device)
     views, n, _ = features.shape
     steps = math.ceil(n / 128)
     scheduler = _cosine(optimizer, settings.head_epochs * steps)
@@ -262,8 +271,8 @@ def train_head(
             view = torch.randint(views, (len(index),), generator=generator)
             rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
             meta = drop_metadata(metadata[index], settings.metadata_dropout, generator)
-            logits = head(features[view, index], meta, rad)
-            loss = F.cross_entropy(logits, labels[index], weight=weights, label_smoothing=0.05)
+            logits = head(features[view, index].to(device), meta.to(device), rad.to(device))
+            loss = F.cross_entropy(logits, labels[index].to(device), weight=weights, label_smoothing=0.05)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -301,7 +310,8 @@ def finetune_fused(
     optimizer = torch.optim.AdamW(params, lr=settings.lr / 10, weight_decay=settings.weight_decay)
     steps = math.ceil(len(train.labels) / settings.batch_size)
     scheduler = _cosine(optimizer, settings.finetune_epochs * steps)
-    weights = class_weights(train.labels)
+    device = _device(net)
+    weights = class_weights(train.labels).to(device)
     labels, metadata = torch.from_numpy(train.labels), torch.from_numpy(train.metadata)
     for epoch in range(settings.finetune_epochs):
         net.train()
@@ -314,7 +324,8 @@ def finetune_fused(
             rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
             rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
             meta = drop_metadata(metadata[index], settings.metadata_dropout, generator)
-            loss = F.cross_entropy(net(rgb, mask, meta, rad), labels[index], weight=weights, label_smoothing=0.05)
+            logits = net(rgb.to(device), mask.to(device), meta.to(device), rad.to(device))
+            loss = F.cross_entropy(logits, labels[index].to(device), weight=weights, label_smoothing=0.05)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -325,7 +336,8 @@ def finetune_fused(
 @torch.no_grad()
 def head_probabilities(head: FusionHead, features: torch.Tensor, metadata: torch.Tensor, radiomics: torch.Tensor):
     head.eval()
-    return torch.softmax(head(features, metadata, radiomics), dim=1).numpy()
+    device = _device(head)
+    return torch.softmax(head(features.to(device), metadata.to(device), radiomics.to(device)), dim=1).cpu().numpy()
 
 
 def train_all_heads(
@@ -345,5 +357,6 @@ def train_all_heads(
     net.head.load_state_dict(net.ablation_head(start).state_dict())
 
 
-def new_network(profile: str, n_radiomics: int) -> FusionNet:
-    return FusionNet(ClassifierConfig.for_profile(profile, n_radiomics))
+def new_network(profile: str, n_radiomics: int, device: str | None = None) -> FusionNet:
+    """A fresh network of the profile, on ``device`` (default: CUDA when present, else the CPU)."""
+    return FusionNet(ClassifierConfig.for_profile(profile, n_radiomics)).to(torch_device(device))
