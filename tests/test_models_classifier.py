@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -203,6 +205,25 @@ def test_both_stages_fit_calibrate_and_answer_without_metadata_from_the_image_he
     assert {"image", "image+metadata", "fused", "fused, no metadata"} <= set(probabilities)
     for probs in probabilities.values():
         assert probs.shape == (len(cache.labels), len(CLASS_CODES)) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_a_left_out_evaluation_is_recorded_in_the_shipped_card(tmp_path):
+    from dermnode.models.command_options import record_left_out_metrics
+
+    def weights(name: str, version: str) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "classifier.pt").write_bytes(name.encode())
+        ModelCard("dermnode-fusion-classifier", version, "net", "cpu", "classifier.pt", training_data=name).save(tmp_path / name)
+        return tmp_path / name
+
+    shipped, left_out = weights("shipped", "1.0"), weights("without-isic-8class", "1.0-loso")
+    metrics = {"n": 546, "model": {"name": "x"}, "headline": {"auroc_malignant_no_metadata": {"value": 0.8}},
+               "per_class": {"MEL": {"n": 329, "auroc": 0.7}}}
+    record_left_out_metrics(shipped, left_out, "isic-8class", metrics)
+    entry = ModelCard.load(shipped).metrics["leave_one_source_out"]["isic-8class"]
+    assert entry["n"] == 546 and entry["per_class_auroc"] == {"MEL": 0.7} and "model" not in entry
+    assert entry["trained_without_it"]["version"] == "1.0-loso"
+    assert entry["trained_without_it"]["sha256"] == ModelCard.load(left_out).weights_sha256
 
 
 @pytest.fixture(scope="module")

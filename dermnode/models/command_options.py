@@ -74,6 +74,23 @@ def record_metrics(weights_dir: Path, data: Path, subset: str, metrics: dict) ->
     card.save(weights_dir)
 
 
+def record_left_out_metrics(card_dir: Path, weights_dir: Path, source: str, metrics: dict) -> None:
+    """Store a leave-one-source-out evaluation (of weights trained without ``source``) in the model card
+    of ``card_dir``, the weights trained the same way on every source, under
+    ``metrics.leave_one_source_out[source]``."""
+    from dermnode.models.model_card import ModelCard
+
+    card, left_out = ModelCard.load(card_dir), ModelCard.load(weights_dir)
+    summary = {k: v for k, v in metrics.items() if k not in ("model", "confusion_matrix", "per_class")}
+    summary["per_class_auroc"] = {code: row["auroc"] for code, row in metrics.get("per_class", {}).items()}
+    entry = {"trained_without_it": {"version": left_out.version, "sha256": left_out.weights_sha256,
+                                    "training_data": left_out.training_data,
+                                    "settings": left_out.extra.get("settings")},
+             **summary}
+    card.metrics = {**card.metrics, "leave_one_source_out": {**card.metrics.get("leave_one_source_out", {}), source: entry}}
+    card.save(card_dir)
+
+
 def print_metrics(metrics: dict, keys: tuple[str, ...]) -> None:
     typer.echo(json.dumps({k: metrics.get(k) for k in keys}, indent=2))
 

@@ -22,6 +22,7 @@ from dermnode.models.command_options import (
     SUBSET,
     WEIGHTS,
     print_metrics,
+    record_left_out_metrics,
     record_metrics,
     select_records,
     set_threads,
@@ -78,6 +79,9 @@ def evaluate_classifier(
     segment_all: bool = typer.Option(False, "--segment-all", help="segment every image, ignoring expert masks"),
     source: str | None = SOURCE,
     record: bool = RECORD,
+    record_left_out: Path | None = typer.Option(
+        None, "--record-left-out", help="with --source: store the figures as that source's leave-one-source-out "
+        "result in the model card of this weights directory (trained the same way on every source)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Run segmentation -> radiomics -> classifier on a data folder and report metrics."""
@@ -85,6 +89,8 @@ def evaluate_classifier(
     from dermnode.models.classifier.evaluate import evaluate_classifier as run
     from dermnode.models.model_card import STARTER_DIR
 
+    if record_left_out is not None and (source is None or weights is None):
+        raise UserError("--record-left-out needs --source (the left-out source) and --weights (the weights trained without it)")
     set_threads(threads)
     model = FusionClassifier.load(weights)
     records = select_records(data, weights or STARTER_DIR / "classifier", subset, source)
@@ -92,6 +98,8 @@ def evaluate_classifier(
     if record:
         what = subset + (f", source {source}" if source else "") + (", every image segmented" if segment_all else "")
         record_metrics(weights or STARTER_DIR / "classifier", data, what, metrics)
+    if record_left_out is not None:
+        record_left_out_metrics(record_left_out, weights, source, metrics)
     print_metrics(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "headline", "by_source"))
 
 
