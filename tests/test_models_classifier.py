@@ -199,7 +199,8 @@ def test_both_stages_fit_calibrate_and_answer_without_metadata_from_the_image_he
     _, cache = small_cache
     settings = TrainSettings(epochs=1, finetune_epochs=1, head_epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5)
     radiomics = torch.zeros((len(cache.labels), 10))
-    net, probabilities = fit(cache, cache, radiomics, radiomics, "cpu", 9, settings, tmp_path, no_metadata_head="image")
+    config = ClassifierConfig.for_profile("cpu", 9)
+    net, probabilities = fit(cache, cache, radiomics, radiomics, config, settings, tmp_path, no_metadata_head="image")
     assert next(net.parameters()).device.type == "cpu" and net.config.no_metadata_head == "image"
     assert net.config.temperature > 0 and net.config.image_temperature > 0
     assert {"image", "image+metadata", "fused", "fused, no metadata"} <= set(probabilities)
@@ -373,3 +374,11 @@ def test_paper_profile_is_a_4_channel_resnet50_at_224():
     assert logits.shape == (1, len(CLASS_CODES))
     with pytest.raises(ValueError, match="unknown classifier profile"):
         ClassifierConfig.for_profile("huge")
+
+
+def test_preprocessing_choices_override_the_profile_and_nothing_else():
+    plain = ClassifierConfig.for_profile("cpu", colour_constancy=False, crop_margin=0.0)
+    assert (plain.colour_constancy, plain.crop_margin, plain.image_size) == (False, 0.0, 128)
+    assert ClassifierConfig.for_profile("cpu").colour_constancy and ClassifierConfig.for_profile("cpu").crop_margin == 0.2
+    with pytest.raises(ValueError, match="not a preprocessing choice: image_size"):
+        ClassifierConfig.for_profile("cpu", image_size=64)

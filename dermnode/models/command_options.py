@@ -85,7 +85,8 @@ def record_left_out_metrics(card_dir: Path, weights_dir: Path, source: str, metr
     summary["per_class_auroc"] = {code: row["auroc"] for code, row in metrics.get("per_class", {}).items()}
     entry = {"trained_without_it": {"version": left_out.version, "sha256": left_out.weights_sha256,
                                     "training_data": left_out.training_data,
-                                    "settings": left_out.extra.get("settings")},
+                                    "settings": left_out.extra.get("settings"),
+                                    "preprocessing": left_out.extra.get("preprocessing")},
              **summary}
     card.metrics = {**card.metrics, "leave_one_source_out": {**card.metrics.get("leave_one_source_out", {}), source: entry}}
     card.save(card_dir)

@@ -53,6 +53,11 @@ def train_classifier(
                                      "[default: the recipe's]"),
     no_metadata_head: str = typer.Option(
         "fused", "--no-metadata-head", help="the head that answers when every metadata field is missing: fused or image"),
+    colour_constancy: bool | None = typer.Option(
+        None, "--colour-constancy/--no-colour-constancy", help="Shades of Gray colour constancy before anything "
+        "else [default: the profile's, on]"),
+    crop_margin: float | None = typer.Option(None, "--crop-margin", help="crop to the lesion with this margin "
+                                             "(0: the whole image) [default: the profile's, 0.2]"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
@@ -66,7 +71,9 @@ def train_classifier(
     given = {"mixup": mixup, "malignant_loss": malignant_loss, "ema": ema}
     settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs,
                              **{name: value for name, value in given.items() if value is not None})
-    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head)
+    chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin}
+    preprocessing = {name: value for name, value in chosen.items() if value is not None}
+    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, preprocessing)
     typer.echo(json.dumps(summary, indent=2))
 
 

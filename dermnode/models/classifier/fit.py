@@ -138,8 +138,7 @@ def fit(
     val: ClassifierCache,
     rad_train: torch.Tensor,
     rad_val: torch.Tensor,
-    profile: str,
-    n_radiomics: int,
+    config: ClassifierConfig,
     settings: TrainSettings,
     work_dir: Path,
     no_metadata_head: str = "fused",
@@ -147,7 +146,7 @@ def fit(
     """Both stages on ``train``; returns the network and the validation probabilities of each variant.
     Both the fused head's and the image-only head's temperatures are fitted on ``val``."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    net = new_network(profile, n_radiomics)
+    net = new_network(config)
     train_image_branch(net, train, settings, work_dir)
     features = image_features(net, train, views=3, seed=settings.seed)
     meta, labels = torch.from_numpy(train.metadata), torch.from_numpy(train.labels)
@@ -200,10 +199,12 @@ def train_classifier(
     masks: str = "expert",
     leave_out: str | None = None,
     no_metadata_head: str = "fused",
+    preprocessing: dict | None = None,
 ) -> dict:
     """Train on the lesion split's training part (optionally with k-fold cross-validation inside it),
     fit the temperature and choose per-class Youden thresholds on its validation part, and write
-    weights + card to ``out_dir``."""
+    weights + card to ``out_dir``. ``preprocessing`` overrides the profile's ``colour_constancy`` and
+    ``crop_margin`` (to measure each choice on a left-out source)."""
     data_dir, out_dir, work_dir = Path(data_dir), Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     if masks not in ("expert", "predicted"):
@@ -212,7 +213,7 @@ def train_classifier(
     split = split_by_lesion(records=records)
     every = masks == "predicted"
     predicted = predicted_masks(records, work_dir, every=every)
-    config = ClassifierConfig.for_profile(profile)
+    config = ClassifierConfig.for_profile(profile, **(preprocessing or {}))
 
     def mask_for(record: ImageRecord) -> tuple[np.ndarray | None, str]:
         if not every and record.mask_path is not None:
@@ -240,10 +241,10 @@ def train_classifier(
     selection = FeatureSelection.fit(train_raw, [CLASS_CODES[y] for y in train.labels], k=9)
     rad_train, _ = radiomics_rows(train, entries, selection)
     rad_val, _ = radiomics_rows(val, entries, selection)
+    config = replace(config, n_radiomics=len(selection.names))
 
-    cross_validation = cross_validate(train, rad_train, profile, selection, settings, work_dir, folds) if folds > 1 else None
-    net, probabilities = fit(train, val, rad_train, rad_val, profile, len(selection.names), settings, work_dir,
-                             no_metadata_head)
+    cross_validation = cross_validate(train, rad_train, config, settings, work_dir, folds) if folds > 1 else None
+    net, probabilities = fit(train, val, rad_train, rad_val, config, settings, work_dir, no_metadata_head)
     thresholds = {
         code: youden_threshold((val.labels == i).astype(int), probabilities["fused"][:, i])
         for i, code in enumerate(CLASS_CODES)
@@ -293,6 +294,7 @@ def train_classifier(
             "no_metadata_head": no_metadata_head,
             "left_out_source": leave_out,
             "settings": settings.__dict__,
+            "preprocessing": {"colour_constancy": config.colour_constancy, "crop_margin": config.crop_margin},
         },
     )
     gate = fit_feature_gate(net, train, val)
@@ -317,8 +319,7 @@ def gate_note(gate: FeatureGate) -> str:
 def cross_validate(
     train: ClassifierCache,
     rad_train: torch.Tensor,
-    profile: str,
-    selection: FeatureSelection,
+    config: ClassifierConfig,
     settings: TrainSettings,
     work_dir: Path,
     folds: int,
@@ -332,7 +333,7 @@ def cross_validate(
         inner, outer = np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)
         _, probabilities = fit(
             train.subset(inner), train.subset(outer), rad_train[inner], rad_train[outer],
-            profile, len(selection.names), settings, work_dir / f"fold{k + 1}",
+            config, settings, work_dir / f"fold{k + 1}",
         )
         per_fold.append(validation_summary(train.labels[outer], probabilities))
         log.info("fold %d: %s", k + 1, per_fold[-1])

@@ -9,6 +9,7 @@ the selected radiomic features (with a missing flag); late fusion is a 1024-wide
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,10 +41,14 @@ class ClassifierConfig:
     image_temperature: float = 1.0  # the image-only head's logits are divided by it (fitted on validation)
 
     @classmethod
-    def for_profile(cls, profile: str, n_radiomics: int = 9) -> ClassifierConfig:
+    def for_profile(cls, profile: str, n_radiomics: int = 9, **preprocessing: Any) -> ClassifierConfig:
+        """The profile's configuration; ``preprocessing`` may override ``colour_constancy`` and ``crop_margin``."""
         # Radiomic features depend on each camera's resolution and did not transfer to a left-out source
         # (model card, leave_one_source_out): they stay measured and reported, but out of the fused head.
-        robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False}
+        unknown = set(preprocessing) - {"colour_constancy", "crop_margin"}
+        if unknown:
+            raise ValueError(f"not a preprocessing choice: {', '.join(sorted(unknown))}")
+        robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False, **preprocessing}
         if profile == "cpu":
             return cls(profile="cpu", n_radiomics=n_radiomics, **robust)
         if profile == "paper":

@@ -357,6 +357,6 @@ def train_all_heads(
     net.head.load_state_dict(net.ablation_head(start).state_dict())
 
 
-def new_network(profile: str, n_radiomics: int, device: str | None = None) -> FusionNet:
-    """A fresh network of the profile, on ``device`` (default: CUDA when present, else the CPU)."""
-    return FusionNet(ClassifierConfig.for_profile(profile, n_radiomics)).to(torch_device(device))
+def new_network(config: ClassifierConfig, device: str | None = None) -> FusionNet:
+    """A fresh network of ``config``, on ``device`` (default: CUDA when present, else the CPU)."""
+    return FusionNet(config).to(torch_device(device))
