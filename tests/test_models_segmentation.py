@@ -17,7 +17,7 @@ from dermnode.cli import app
 from dermnode.contract import PatientMetadata
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb, resize_mask, resize_rgb
-from dermnode.models.metrics.segmentation import dice, jaccard, summarise, thresholded_jaccard
+from dermnode.models.metrics.segmentation import dice, false_corner, jaccard, summarise, thresholded_jaccard
 from dermnode.models.model_card import ModelCard
 from dermnode.models.segmentation.predict import STARTER, LesionSegmenter, best_component
 from dermnode.models.segmentation.net import PROFILES, build_network, normalise
@@ -55,6 +55,19 @@ def test_metrics_match_hand_computed_cases():
                        "thresholded_jaccard": 0.5, "n_no_lesion": 1}
     with pytest.raises(ValueError):
         dice(np.zeros((3, 3), bool), truth)
+
+
+def test_a_corner_segmented_that_the_expert_left_out_is_counted():
+    truth = np.zeros((100, 120), bool)
+    truth[30:70, 40:80] = True
+    vignette = truth.copy()
+    vignette[95:, :5] = True  # the bottom-left corner square (5 px) taken for lesion
+    assert not false_corner(truth, truth) and not false_corner(None, truth)
+    assert false_corner(vignette, truth)
+    edge_to_edge = np.ones_like(truth)  # the expert's lesion fills the image: its corners are lesion too
+    assert not false_corner(edge_to_edge, edge_to_edge)
+    summary = summarise([0.9, 0.8], [0.8, 0.7], false_corners=[True, False])
+    assert summary["false_corner_rate"] == 0.5
 
 
 def test_best_component_fills_holes_and_reports_no_lesion():
@@ -160,7 +173,7 @@ def test_cli_evaluate_writes_metrics_and_sheet(tmp_path, starter):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 3
-    for key in ("dice_mean", "jaccard_mean", "thresholded_jaccard"):
+    for key in ("dice_mean", "jaccard_mean", "thresholded_jaccard", "false_corner_rate"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["model"]["sha256"] == starter.identity.sha256
     assert (tmp_path / "eval" / "overlays_worst_best.png").stat().st_size > 1000

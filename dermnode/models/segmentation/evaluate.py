@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from dermnode.models.dataset_index import ImageRecord
 from dermnode.models.images import load_mask, load_rgb
-from dermnode.models.metrics.segmentation import dice, jaccard, summarise
+from dermnode.models.metrics.segmentation import dice, false_corner, jaccard, summarise
 from dermnode.models.segmentation.predict import LesionSegmenter
 
 SHEET_FILE = "overlays_worst_best.png"
@@ -37,10 +37,19 @@ def evaluate_records(segmenter: LesionSegmenter, records: list[ImageRecord], out
                     raise ValueError(f"{record.image_id}: mask {truth.shape} and image sizes differ")
                 rows.append({"image_id": record.image_id, "collection": record.collection,
                              "dice": dice(result.mask, truth), "jaccard": jaccard(result.mask, truth),
+                             "false_corner": false_corner(result.mask, truth),
                              "confidence": result.confidence, "no_lesion": result.mask is None})
             bar.update(len(batch))
     metrics = summarise([r["dice"] for r in rows], [r["jaccard"] for r in rows],
-                        sum(r["no_lesion"] for r in rows))
+                        sum(r["no_lesion"] for r in rows), [r["false_corner"] for r in rows])
+    collections = sorted({r["collection"] for r in rows})
+    if len(collections) > 1:
+        metrics["by_collection"] = {
+            name: summarise([r["dice"] for r in rows if r["collection"] == name],
+                            [r["jaccard"] for r in rows if r["collection"] == name],
+                            sum(r["no_lesion"] for r in rows if r["collection"] == name),
+                            [r["false_corner"] for r in rows if r["collection"] == name])
+            for name in collections}
     metrics["model"] = {"name": segmenter.identity.name, "version": segmenter.identity.version,
                         "sha256": segmenter.identity.sha256}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
