@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from node_support import make_dataset, write
+from peers import shared_data
 
 HEADER = "image_id,age_approx,sex,anatom_site_general\n"
 
@@ -118,6 +119,14 @@ def test_usage_errors_and_bad_settings_are_one_line(tmp_path: Path) -> None:
     assert_one_line_error(dermnode("evaluate", "classifier", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                                    home=home), "is not a data folder", "metadata.csv")
     assert_one_line_error(dermnode("prune", home=home, DERMNODE_RETENTION_DAYS="0"), "retention_days is 0, which keeps everything")
+
+
+def test_left_out_recording_options_need_each_other(tmp_path: Path) -> None:
+    data, home = str(shared_data()), tmp_path / "home"
+    assert_one_line_error(dermnode("evaluate", "classifier", "--data", data, "--out", str(tmp_path / "o"),
+                                   "--record-left-out", str(tmp_path), home=home), "--record-left-out needs --source")
+    assert_one_line_error(dermnode("evaluate", "classifier", "--data", data, "--out", str(tmp_path / "o"),
+                                   "--as-choice", "no colour constancy", home=home), "--as-choice names a choice")
 
 
 def test_version(tmp_path: Path) -> None:

@@ -225,6 +225,12 @@ def test_a_left_out_evaluation_is_recorded_in_the_shipped_card(tmp_path):
     assert entry["n"] == 546 and entry["per_class_auroc"] == {"MEL": 0.7} and "model" not in entry
     assert entry["trained_without_it"]["version"] == "1.0-loso"
     assert entry["trained_without_it"]["sha256"] == ModelCard.load(left_out).weights_sha256
+    plain = weights("without-colour-constancy", "1.0-loso-plain")
+    record_left_out_metrics(shipped, plain, "isic-8class", metrics, choice="no colour constancy")
+    card = ModelCard.load(shipped)
+    choice = card.metrics["choices_on_the_left_out_source"]["isic-8class"]["no colour constancy"]
+    assert choice["headline"] == metrics["headline"] and choice["trained_without_it"]["version"] == "1.0-loso-plain"
+    assert card.metrics["leave_one_source_out"]["isic-8class"]["trained_without_it"]["version"] == "1.0-loso"
 
 
 @pytest.fixture(scope="module")

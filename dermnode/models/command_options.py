@@ -74,21 +74,30 @@ def record_metrics(weights_dir: Path, data: Path, subset: str, metrics: dict) ->
     card.save(weights_dir)
 
 
-def record_left_out_metrics(card_dir: Path, weights_dir: Path, source: str, metrics: dict) -> None:
+def record_left_out_metrics(card_dir: Path, weights_dir: Path, source: str, metrics: dict,
+                            choice: str | None = None) -> None:
     """Store a leave-one-source-out evaluation (of weights trained without ``source``) in the model card
     of ``card_dir``, the weights trained the same way on every source, under
-    ``metrics.leave_one_source_out[source]``."""
+    ``metrics.leave_one_source_out[source]``; with ``choice`` (weights trained another way, to measure
+    one choice) its headline figures go to ``metrics.choices_on_the_left_out_source[source][choice]``."""
     from dermnode.models.model_card import ModelCard
 
     card, left_out = ModelCard.load(card_dir), ModelCard.load(weights_dir)
-    summary = {k: v for k, v in metrics.items() if k not in ("model", "confusion_matrix", "per_class")}
-    summary["per_class_auroc"] = {code: row["auroc"] for code, row in metrics.get("per_class", {}).items()}
-    entry = {"trained_without_it": {"version": left_out.version, "sha256": left_out.weights_sha256,
-                                    "training_data": left_out.training_data,
-                                    "settings": left_out.extra.get("settings"),
-                                    "preprocessing": left_out.extra.get("preprocessing")},
-             **summary}
-    card.metrics = {**card.metrics, "leave_one_source_out": {**card.metrics.get("leave_one_source_out", {}), source: entry}}
+    trained = {"trained_without_it": {"version": left_out.version, "sha256": left_out.weights_sha256,
+                                      "training_data": left_out.training_data,
+                                      "settings": left_out.extra.get("settings"),
+                                      "preprocessing": left_out.extra.get("preprocessing")}}
+    if choice is not None:
+        entry = {"n": metrics.get("n"), **trained, "headline": metrics.get("headline"),
+                 "inference_choices": metrics.get("inference_choices")}
+        choices = card.metrics.get("choices_on_the_left_out_source", {})
+        card.metrics = {**card.metrics, "choices_on_the_left_out_source": {
+            **choices, source: {**choices.get(source, {}), choice: entry}}}
+    else:
+        summary = {k: v for k, v in metrics.items() if k not in ("model", "confusion_matrix", "per_class")}
+        summary["per_class_auroc"] = {code: row["auroc"] for code, row in metrics.get("per_class", {}).items()}
+        card.metrics = {**card.metrics, "leave_one_source_out": {
+            **card.metrics.get("leave_one_source_out", {}), source: {**trained, **summary}}}
     card.save(card_dir)
 
 

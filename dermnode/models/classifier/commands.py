@@ -89,6 +89,9 @@ def evaluate_classifier(
     record_left_out: Path | None = typer.Option(
         None, "--record-left-out", help="with --source: store the figures as that source's leave-one-source-out "
         "result in the model card of this weights directory (trained the same way on every source)"),
+    as_choice: str | None = typer.Option(
+        None, "--as-choice", help="with --record-left-out: the weights were trained another way, to measure one "
+        "choice; store their figures under this name in metrics.choices_on_the_left_out_source[source]"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Run segmentation -> radiomics -> classifier on a data folder and report metrics."""
@@ -98,6 +101,8 @@ def evaluate_classifier(
 
     if record_left_out is not None and (source is None or weights is None):
         raise UserError("--record-left-out needs --source (the left-out source) and --weights (the weights trained without it)")
+    if as_choice is not None and record_left_out is None:
+        raise UserError("--as-choice names a choice recorded with --record-left-out DIR")
     set_threads(threads)
     model = FusionClassifier.load(weights)
     records = select_records(data, weights or STARTER_DIR / "classifier", subset, source)
@@ -106,7 +111,7 @@ def evaluate_classifier(
         what = subset + (f", source {source}" if source else "") + (", every image segmented" if segment_all else "")
         record_metrics(weights or STARTER_DIR / "classifier", data, what, metrics)
     if record_left_out is not None:
-        record_left_out_metrics(record_left_out, weights, source, metrics)
+        record_left_out_metrics(record_left_out, weights, source, metrics, as_choice)
     print_metrics(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "headline", "by_source"))
 
 
