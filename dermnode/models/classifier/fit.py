@@ -23,7 +23,7 @@ from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
 from dermnode.models.classifier.evaluate import MALIGNANT_INDEX
-from dermnode.models.classifier.net import ABLATION_VARIANTS, ClassifierConfig
+from dermnode.models.classifier.net import ABLATION_VARIANTS, PREPROCESSING_CHOICES, ClassifierConfig
 from dermnode.models.classifier.radiomics_cache import extend_cache, record_key
 from dermnode.models.classifier.train import (
     TrainSettings,
@@ -294,7 +294,7 @@ def train_classifier(
             "no_metadata_head": no_metadata_head,
             "left_out_source": leave_out,
             "settings": settings.__dict__,
-            "preprocessing": {"colour_constancy": config.colour_constancy, "crop_margin": config.crop_margin},
+            "preprocessing": {name: getattr(config, name) for name in PREPROCESSING_CHOICES},
         },
     )
     gate = fit_feature_gate(net, train, val)

@@ -23,6 +23,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: the preprocessing fields a training run may set apart from its profile (to measure each choice)
+PREPROCESSING_CHOICES = ("colour_constancy", "crop_margin")
+
+
 @dataclass(frozen=True)
 class ClassifierConfig:
     profile: str = "cpu"
@@ -45,7 +49,7 @@ class ClassifierConfig:
         """The profile's configuration; ``preprocessing`` may override ``colour_constancy`` and ``crop_margin``."""
         # Radiomic features depend on each camera's resolution and did not transfer to a left-out source
         # (model card, leave_one_source_out): they stay measured and reported, but out of the fused head.
-        unknown = set(preprocessing) - {"colour_constancy", "crop_margin"}
+        unknown = set(preprocessing) - set(PREPROCESSING_CHOICES)
         if unknown:
             raise ValueError(f"not a preprocessing choice: {', '.join(sorted(unknown))}")
         robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False, **preprocessing}

@@ -40,16 +40,10 @@ def evaluate_records(segmenter: LesionSegmenter, records: list[ImageRecord], out
                              "false_corner": false_corner(result.mask, truth),
                              "confidence": result.confidence, "no_lesion": result.mask is None})
             bar.update(len(batch))
-    metrics = summarise([r["dice"] for r in rows], [r["jaccard"] for r in rows],
-                        sum(r["no_lesion"] for r in rows), [r["false_corner"] for r in rows])
+    metrics = _summary(rows)
     collections = sorted({r["collection"] for r in rows})
     if len(collections) > 1:
-        metrics["by_collection"] = {
-            name: summarise([r["dice"] for r in rows if r["collection"] == name],
-                            [r["jaccard"] for r in rows if r["collection"] == name],
-                            sum(r["no_lesion"] for r in rows if r["collection"] == name),
-                            [r["false_corner"] for r in rows if r["collection"] == name])
-            for name in collections}
+        metrics["by_collection"] = {name: _summary([r for r in rows if r["collection"] == name]) for name in collections}
     metrics["model"] = {"name": segmenter.identity.name, "version": segmenter.identity.version,
                         "sha256": segmenter.identity.sha256}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
@@ -62,6 +56,11 @@ def evaluate_records(segmenter: LesionSegmenter, records: list[ImageRecord], out
     picks = ranked[:n_sheet] + ranked[-n_sheet:] if len(ranked) > 2 * n_sheet else ranked
     overlay_sheet([by_id[r["image_id"]] for r in picks], segmenter, out / SHEET_FILE)
     return {k: v for k, v in metrics.items() if k != "model"}
+
+
+def _summary(rows: list[dict]) -> dict:
+    return summarise([r["dice"] for r in rows], [r["jaccard"] for r in rows], sum(r["no_lesion"] for r in rows),
+                     [r["false_corner"] for r in rows])
 
 
 def overlay_sheet(records: list[ImageRecord], segmenter: LesionSegmenter, path: Path) -> Path:
