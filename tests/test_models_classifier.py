@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from dermnode.contract import CLASS_CODES, PatientMetadata
-from dermnode.models.classifier.predict import FUSED_PLAIN, FUSED_TTA, IMAGE_TTA, FusionClassifier, is_malignant, radiomics_vector
+from dermnode.models.classifier.predict import (
+    FUSED_PLAIN, FUSED_TTA, IMAGE_TTA, SELECTION_FILE, FusionClassifier, is_malignant, radiomics_vector,
+)
 from dermnode.models.classifier.data import METADATA_FIELDS, build_cache, encode_metadata, square_image, square_mask
 from dermnode.models.classifier.evaluate import ChainOutputs, classification_metrics
 from dermnode.models.classifier.net import ClassifierConfig, FusionNet
@@ -24,6 +26,7 @@ from dermnode.models.classifier.train import (
 )
 from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR, ModelCard
+from dermnode.models.radiomics import FeatureSelection
 from peers import shared_data
 
 
@@ -388,3 +391,86 @@ def test_preprocessing_choices_override_the_profile_and_nothing_else():
     assert ClassifierConfig.for_profile("cpu").colour_constancy and ClassifierConfig.for_profile("cpu").crop_margin == 0.2
     with pytest.raises(ValueError, match="not a preprocessing choice: image_size"):
         ClassifierConfig.for_profile("cpu", image_size=64)
+
+
+def _member(directory: Path, selection, seed: int, split_ids: list[str], **config) -> Path:
+    """An untrained network (initial weights drawn with ``seed``) saved as a classifier with a split."""
+    from dermnode.models.dataset_index import Split
+
+    torch.manual_seed(seed)
+    net = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32), n_radiomics=3, **config))
+    split = Split(1, 0.5, (), tuple(split_ids), "lesion")
+    card = ModelCard("dermnode-fusion-classifier", f"test-{seed}", "test network", "cpu", "classifier.pt",
+                     split_ids=split.card_ids(), extra={"settings": {"seed": seed}})
+    FusionClassifier(net, selection, card).save(directory, card)
+    split.save(directory)
+    return directory
+
+
+def test_an_ensemble_answers_the_mean_of_its_members_and_keeps_them_through_save_and_load(saved_classifier, tmp_path):
+    from dermnode.models.images import load_mask, load_rgb
+
+    directory, records, features = saved_classifier
+    ids = [r.image_id for r in records]
+    selection = FeatureSelection.load(directory / SELECTION_FILE)  # (a test above spoils the weights)
+    members = [FusionClassifier.load(_member(tmp_path / f"m{seed}", selection, seed, ids)) for seed in (1, 2)]
+    card = ModelCard("dermnode-fusion-classifier", "test-ensemble", "ensemble", "cpu", "classifier.pt")
+    FusionClassifier([m.net for m in members], selection, card).save(tmp_path / "ensemble", card)
+    ensemble = FusionClassifier.load(tmp_path / "ensemble")
+    assert len(ensemble.members) == 2
+    images = [load_rgb(r.image_path) for r in records]
+    masks = [load_mask(r.mask_path) for r in records]
+    metadata = [r.metadata for r in records[:-1]] + [PatientMetadata()]
+    as_array = lambda out: np.array([[p[c] for c in CLASS_CODES] for p in out])  # noqa: E731
+    each = [as_array(m.predict(images, masks, metadata, features)) for m in members]
+    np.testing.assert_allclose(as_array(ensemble.predict(images, masks, metadata, features)), np.mean(each, 0), atol=1e-5)
+    assert not np.allclose(each[0], each[1])
+    variants = [m.predict_variants(images, masks, metadata, features) for m in members]
+    for name, probs in ensemble.predict_variants(images, masks, metadata, features).items():
+        np.testing.assert_allclose(probs, (variants[0][name] + variants[1][name]) / 2, atol=1e-5)
+
+
+def test_only_alike_members_make_an_ensemble(saved_classifier, tmp_path):
+    from dermnode.models.classifier.ensemble import check_alike
+
+    directory, records, _ = saved_classifier
+    ids = [r.image_id for r in records]
+    selection = FeatureSelection.load(directory / SELECTION_FILE)  # (a test above spoils the weights)
+    load = lambda name, seed, ids=ids, **config: FusionClassifier.load(  # noqa: E731
+        _member(tmp_path / name, selection, seed, ids, **config))
+    one, two = load("one", 1), load("two", 2)
+    check_alike([one, two], ["one", "two"])
+    with pytest.raises(ValueError, match="at least two"):
+        check_alike([one], ["one"])
+    with pytest.raises(ValueError, match="same weights"):
+        check_alike([one, load("again", 1)], ["one", "again"])
+    with pytest.raises(ValueError, match="crop_margin"):
+        check_alike([one, load("cropped", 3, crop_margin=0.2)], ["one", "cropped"])
+    with pytest.raises(ValueError, match="another split"):
+        check_alike([one, load("other-split", 4, ids=ids[:1])], ["one", "other-split"])
+
+
+def test_classifier_ensemble_command_measures_thresholds_and_figures_on_validation(saved_classifier, small_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from dermnode.cli import app
+    from test_models_bcc_sk import small_data_folder
+
+    directory, _, _ = saved_classifier
+    records, _ = small_cache
+    small_data_folder(tmp_path, records)
+    selection = FeatureSelection.load(directory / SELECTION_FILE)  # (a test above spoils the weights)
+    ids = [r.image_id for r in records]
+    members = [str(_member(tmp_path / f"m{seed}", selection, seed, ids)) for seed in (1, 2)]
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "classifier-ensemble", "--member", members[0], "--member", members[1],
+                                 "--data", str(tmp_path), "--out", str(tmp_path / "ensemble")])
+    assert result.exit_code == 0, result.output
+    card = ModelCard.load(tmp_path / "ensemble")
+    assert [m["seed"] for m in card.extra["members"]] == [1, 2] and card.architecture.startswith("ensemble of 2")
+    assert card.metrics["evaluation"]["n"] == 8 and set(card.extra["class_thresholds"]) <= set(CLASS_CODES)
+    assert len(FusionClassifier.load(tmp_path / "ensemble").members) == 2
+    assert (tmp_path / "ensemble" / "split.json").read_text() == (tmp_path / "m1" / "split.json").read_text()
+    refused = runner.invoke(app, ["train", "classifier-ensemble", "--member", members[0], "--member", members[0],
+                                  "--data", str(tmp_path), "--out", str(tmp_path / "twice")])
+    assert refused.exit_code == 2 and "same weights" in refused.output and "Traceback" not in refused.output

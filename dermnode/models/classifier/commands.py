@@ -58,6 +58,8 @@ def train_classifier(
         "else [default: the profile's, on]"),
     crop_margin: float | None = typer.Option(None, "--crop-margin", help="crop to the lesion with this margin "
                                              "(0: the whole image) [default: the profile's, 0.2]"),
+    seed: int = typer.Option(0, "--seed", help="seed of the initial weights, the augmentations and the batch order "
+                             "(another seed trains another member of an ensemble)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
@@ -69,12 +71,33 @@ def train_classifier(
     if no_metadata_head not in ("fused", "image"):
         raise UserError(f"--no-metadata-head must be 'fused' or 'image', not {no_metadata_head!r}")
     given = {"mixup": mixup, "malignant_loss": malignant_loss, "ema": ema}
-    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs,
+    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs, seed=seed,
                              **{name: value for name, value in given.items() if value is not None})
     chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin}
     preprocessing = {name: value for name, value in chosen.items() if value is not None}
     summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, preprocessing)
     typer.echo(json.dumps(summary, indent=2))
+
+
+def train_classifier_ensemble(
+    members: list[Path] = typer.Option(..., "--member", help="a trained classifier's weights directory; give two or "
+                                       "more, trained alike with other --seed values"),
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="weights directory to write"),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
+) -> None:
+    """Average classifiers trained alike into one ensemble; its per-class thresholds and validation
+    figures are measured again on the members' validation split."""
+    from dermnode.models.classifier.ensemble import combine, load_members
+    from dermnode.models.classifier.fit import VERSION
+
+    set_threads(threads)
+    try:
+        loaded = load_members(members)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from error
+    metrics = combine(loaded, members, data, out, VERSION)
+    print_metrics(metrics, ("n", "auroc_malignant", "auroc_macro", "sensitivity_at_veto", "specificity_at_veto", "headline"))
 
 
 def evaluate_classifier(
@@ -119,4 +142,5 @@ def evaluate_classifier(
 def register(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Add the classifier's commands to `dermnode train` / `dermnode evaluate`."""
     train_app.command("classifier")(train_classifier)
+    train_app.command("classifier-ensemble")(train_classifier_ensemble)
     evaluate_app.command("classifier")(evaluate_classifier)

@@ -52,7 +52,7 @@ from dermnode.models.radiomics import FeatureSelection
 
 log = logging.getLogger(__name__)
 SEGMENTER_KEY = "segmenter_sha256"
-VERSION = "0.4.0"
+VERSION = "0.5.0"
 
 
 def stage1_recipe(settings: TrainSettings) -> str:
@@ -146,6 +146,7 @@ def fit(
     """Both stages on ``train``; returns the network and the validation probabilities of each variant.
     Both the fused head's and the image-only head's temperatures are fitted on ``val``."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
     net = new_network(config)
     train_image_branch(net, train, settings, work_dir)
     features = image_features(net, train, views=3, seed=settings.seed)

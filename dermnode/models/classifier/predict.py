@@ -64,17 +64,30 @@ _NO_METADATA = encode_metadata(PatientMetadata())
 
 
 class FusionClassifier:
-    """Predicts probabilities over CLASS_CODES; see :func:`is_malignant` for the veto."""
+    """Predicts probabilities over CLASS_CODES; see :func:`is_malignant` for the veto.
+
+    An ensemble when it holds several networks (members trained alike with other seeds): every
+    answer is the mean of the members' probabilities. The members share the split, the radiomic
+    feature selection and the preprocessing; the first member's configuration says how images are
+    prepared, how many views are used and which head answers without metadata, and the input gate
+    watches the first member's image features."""
 
     def __init__(
-        self, net: FusionNet, selection: FeatureSelection, card: ModelCard, device: str = "cpu",
-        gate: FeatureGate | None = None,
+        self, nets: FusionNet | Sequence[FusionNet], selection: FeatureSelection, card: ModelCard,
+        device: str = "cpu", gate: FeatureGate | None = None,
     ) -> None:
-        self.net = net.to(device).eval()
+        self.members = [net.to(device).eval() for net in ([nets] if isinstance(nets, FusionNet) else nets)]
+        if not self.members:
+            raise ValueError("a classifier needs at least one network")
         self.selection = selection
         self.card = card
         self.device = device
         self.gate = gate  # refuses images whose features are unlike the training images' (None: no check)
+
+    @property
+    def net(self) -> FusionNet:
+        """The first member (whose configuration every member shares)."""
+        return self.members[0]
 
     @property
     def identity(self) -> ModelIdentity:
@@ -100,19 +113,22 @@ class FusionClassifier:
             raise ValueError(f"{selection_path} does not match the sha256 in the model card")
         selection = FeatureSelection.load(selection_path)
         payload = torch.load(directory / card.weights_file, map_location="cpu", weights_only=True)
-        net = FusionNet(ClassifierConfig.from_dict(payload["config"]))
-        net.load_state_dict({key: value.float() for key, value in payload["state"].items()})
+        nets = []
+        for member in payload.get("members", [payload]):
+            net = FusionNet(ClassifierConfig.from_dict(member["config"]))
+            net.load_state_dict({key: value.float() for key, value in member["state"].items()})
+            nets.append(net.float())
         gate = FeatureGate.from_payload(payload["gate"]) if "gate" in payload else None
-        return cls(net.float(), selection, card, str(torch_device(device)), gate)
+        return cls(nets, selection, card, str(torch_device(device)), gate)
 
     def save(self, directory: Path, card: ModelCard) -> Path:
         """Write weights (half precision), feature selection and card into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "config": self.net.config.as_dict(),
-            "state": {k: v.detach().cpu().half() for k, v in self.net.state_dict().items()},
-        }
+        members = [{"config": net.config.as_dict(),
+                    "state": {k: v.detach().cpu().half() for k, v in net.state_dict().items()}}
+                   for net in self.members]
+        payload: dict = members[0] if len(members) == 1 else {"members": members}
         if self.gate is not None:
             payload["gate"] = self.gate.as_payload()
         torch.save(payload, directory / WEIGHTS_FILE)
@@ -152,21 +168,24 @@ class FusionClassifier:
             to(np.stack([radiomics_vector(self.selection, r) for r in radiomics])),
         )
 
-    def _view_features(self, rgb: torch.Tensor, mask: torch.Tensor, views: int) -> list[torch.Tensor]:
-        """The image branch's features of the first ``views`` of: the image, flipped left-right,
+    @staticmethod
+    def _view_features(net: FusionNet, rgb: torch.Tensor, mask: torch.Tensor, views: int) -> list[torch.Tensor]:
+        """A member's image-branch features of the first ``views`` of: the image, flipped left-right,
         flipped up-down, both."""
         flips = [(), (3,), (2,), (2, 3)][: max(1, views)]
-        return [self.net.image(rgb.flip(dims) if dims else rgb, mask.flip(dims) if dims else mask) for dims in flips]
+        return [net.image(rgb.flip(dims) if dims else rgb, mask.flip(dims) if dims else mask) for dims in flips]
 
-    def _fused(self, features: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor) -> torch.Tensor:
-        """The shipped head's calibrated probabilities, averaged over the views."""
-        temperature = self.net.config.temperature
-        return torch.stack([torch.softmax(self.net.head(f, meta, rad) / temperature, dim=1) for f in features]).mean(0)
+    @staticmethod
+    def _fused(net: FusionNet, features: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor) -> torch.Tensor:
+        """A member's shipped head's calibrated probabilities, averaged over the views."""
+        temperature = net.config.temperature
+        return torch.stack([torch.softmax(net.head(f, meta, rad) / temperature, dim=1) for f in features]).mean(0)
 
-    def _image_only(self, features: list[torch.Tensor], temperature: float | None = None) -> torch.Tensor:
-        """The image-only head's probabilities (calibrated by ``image_temperature``), averaged over the views."""
-        head = self.net.ablation_head("image")
-        t = self.net.config.image_temperature if temperature is None else temperature
+    @staticmethod
+    def _image_only(net: FusionNet, features: list[torch.Tensor], temperature: float | None = None) -> torch.Tensor:
+        """A member's image-only head's probabilities (calibrated by ``image_temperature``), averaged over the views."""
+        head = net.ablation_head("image")
+        t = net.config.image_temperature if temperature is None else temperature
         empty = features[0].new_zeros((features[0].shape[0], 0))
         return torch.stack([torch.softmax(head(f, empty, empty) / t, dim=1) for f in features]).mean(0)
 
@@ -186,24 +205,27 @@ class FusionClassifier:
         if len(images) == 0:
             return []
         rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
-        probabilities = self._shipped(self._view_features(rgb, mask, self.net.config.tta_views), meta, rad, metadata)
+        views = max(1, self.net.config.tta_views)
+        probabilities = torch.stack([
+            self._shipped(net, self._view_features(net, rgb, mask, views), meta, rad, metadata) for net in self.members
+        ]).mean(0)
         return [dict(zip(CLASS_CODES, map(float, row))) for row in probabilities.cpu()]
 
-    def _shipped(self, views: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor,
+    def _shipped(self, net: FusionNet, views: list[torch.Tensor], meta: torch.Tensor, rad: torch.Tensor,
                  metadata: Sequence[PatientMetadata]) -> torch.Tensor:
-        """The answer as configured: the fused head over the config's views, and the
+        """A member's answer as configured: the fused head over the config's views, and the
         ``no_metadata_head`` for cases with every metadata field missing."""
         views = views[: max(1, self.net.config.tta_views)]
-        probabilities = self._fused(views, meta, rad)
+        probabilities = self._fused(net, views, meta, rad)
         if self.net.config.no_metadata_head == "image":
             missing = torch.from_numpy(np.array([metadata_missing(m) for m in metadata])).to(probabilities.device)
             if bool(missing.any()):
-                probabilities = torch.where(missing[:, None], self._image_only(views), probabilities)
+                probabilities = torch.where(missing[:, None], self._image_only(net, views), probabilities)
         return probabilities
 
     @torch.no_grad()
     def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
-        """The image branch's features (cases x F) of the classifier's view of each image."""
+        """The first member's image-branch features (cases x F) of the classifier's view of each image."""
         rgb, mask, _, _ = self._inputs(images, masks, [PatientMetadata()] * len(images), [None] * len(images))
         return self.net.image(rgb, mask).cpu().numpy()
 
@@ -221,16 +243,19 @@ class FusionClassifier:
         metadata: Sequence[PatientMetadata],
         radiomics: Sequence[dict[str, float] | None],
     ) -> dict[str, np.ndarray]:
-        """Probability arrays (cases x classes): "fused" is what ``predict`` answers (the shipped
-        configuration); FUSED_PLAIN the fused head on the image alone, FUSED_TTA over 4 flips
-        (calibrated); each ablation head and IMAGE_TTA uncalibrated (they serve AUROCs)."""
+        """Probability arrays (cases x classes), each the mean over the members: "fused" is what
+        ``predict`` answers (the shipped configuration); FUSED_PLAIN the fused head on the image alone,
+        FUSED_TTA over 4 flips (calibrated); each ablation head and IMAGE_TTA uncalibrated (they serve
+        AUROCs)."""
         rgb, mask, meta, rad = self._inputs(images, masks, metadata, radiomics)
-        views = self._view_features(rgb, mask, 4)
-        out = {"fused": self._shipped(views, meta, rad, metadata).cpu().numpy(),
-               FUSED_PLAIN: self._fused(views[:1], meta, rad).cpu().numpy(),
-               FUSED_TTA: self._fused(views, meta, rad).cpu().numpy(),
-               IMAGE_TTA: self._image_only(views, temperature=1.0).cpu().numpy()}
-        for name in ABLATION_VARIANTS:
-            logits = self.net.ablation_head(name)(views[0], meta, rad)
-            out[name] = torch.softmax(logits, dim=1).cpu().numpy()
-        return out
+        each = []
+        for net in self.members:
+            views = self._view_features(net, rgb, mask, 4)
+            out = {"fused": self._shipped(net, views, meta, rad, metadata),
+                   FUSED_PLAIN: self._fused(net, views[:1], meta, rad),
+                   FUSED_TTA: self._fused(net, views, meta, rad),
+                   IMAGE_TTA: self._image_only(net, views, temperature=1.0)}
+            for name in ABLATION_VARIANTS:
+                out[name] = torch.softmax(net.ablation_head(name)(views[0], meta, rad), dim=1)
+            each.append(out)
+        return {name: torch.stack([out[name] for out in each]).mean(0).cpu().numpy() for name in each[0]}

@@ -1,0 +1,104 @@
+"""`dermnode train classifier-ensemble`: several trained classifiers become one that averages them.
+
+Networks trained alike with other seeds make different mistakes on images unlike their training
+images; the mean of their probabilities ranks a new source's images better than one network does
+(measured on the left-out source: the classifier's card, ``choices_on_the_left_out_source``). The
+members must share the split, the radiomic feature selection, the preprocessing, the views and the
+head that answers without metadata; each keeps its own temperatures. The per-class Youden thresholds
+are chosen again on the ensemble's validation probabilities, and those validation figures go to the
+card as its ``evaluation``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from dermnode.contract import CLASS_CODES
+from dermnode.models.classifier.evaluate import classification_metrics, run_chain
+from dermnode.models.classifier.net import PREPROCESSING_CHOICES
+from dermnode.models.classifier.predict import FusionClassifier
+from dermnode.models.dataset_index import SPLIT_FILE, Split, load_records, one_row_per_image
+from dermnode.models.metrics.classification import youden_threshold
+from dermnode.models.model_card import ModelCard
+
+#: what every member's configuration must share (the preprocessing, the views, the metadata-less head)
+SHARED_CONFIG = (*PREPROCESSING_CHOICES, "image_size", "mask_size", "tta_views", "no_metadata_head")
+#: what every member's card must share
+SHARED_CARD_EXTRA = ("left_out_source", "selection_sha256")
+
+
+def check_alike(members: Sequence[FusionClassifier], names: Sequence[str]) -> None:
+    """Raise ValueError, naming the member and the field, unless the members may be averaged."""
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    first, first_name = members[0], names[0]
+    seen = {first.card.weights_sha256: first_name}
+    for member, name in zip(members[1:], names[1:]):
+        if member.card.weights_sha256 in seen:
+            raise ValueError(f"{name} holds the same weights as {seen[member.card.weights_sha256]}")
+        seen[member.card.weights_sha256] = name
+        if len(member.members) != 1:
+            raise ValueError(f"{name} is an ensemble already: give its members one by one")
+        if member.card.split_ids != first.card.split_ids:
+            raise ValueError(f"{name} was trained on another split than {first_name}")
+        for field in SHARED_CONFIG:
+            if getattr(member.net.config, field) != getattr(first.net.config, field):
+                raise ValueError(f"{name} has {field} {getattr(member.net.config, field)!r}, "
+                                 f"{first_name} {getattr(first.net.config, field)!r}")
+        for field in SHARED_CARD_EXTRA:
+            if member.card.extra.get(field) != first.card.extra.get(field):
+                raise ValueError(f"{name} differs from {first_name} in {field}")
+
+
+def member_note(card: ModelCard) -> dict:
+    """What the ensemble's card keeps of one member's card."""
+    return {"version": card.version, "weights_sha256": card.weights_sha256,
+            "seed": card.extra.get("settings", {}).get("seed"),
+            "temperature": card.extra.get("temperature"), "image_temperature": card.extra.get("image_temperature"),
+            "validation_from_cache": card.metrics.get("validation_from_cache")}
+
+
+def load_members(member_dirs: Sequence[Path]) -> list[FusionClassifier]:
+    """The classifiers of ``member_dirs``, checked to be alike (ValueError / FileNotFoundError otherwise)."""
+    members = [FusionClassifier.load(d, device="cpu") for d in member_dirs]
+    check_alike(members, [str(d) for d in member_dirs])
+    return members
+
+
+def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], data_dir: Path, out_dir: Path,
+            version: str, progress: bool = True) -> dict:
+    """Write the ensemble of ``members`` (from :func:`load_members`) to ``out_dir``, with the split of the
+    first member's directory; return the ensemble's validation metrics."""
+    first = members[0].card
+    card = replace(
+        first,
+        version=version,
+        architecture=f"ensemble of {len(members)} networks trained alike with other seeds (the mean of their "
+        f"probabilities); each: {first.architecture}",
+        metrics={},
+        extra={**first.extra, "members": [member_note(m.card) for m in members],
+               "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the ensemble on the validation split"},
+    )
+    for per_member in ("settings", "temperature", "image_temperature"):
+        card.extra.pop(per_member, None)
+    ensemble = FusionClassifier([m.net for m in members], members[0].selection, card, gate=members[0].gate)
+    split = Split.load(Path(member_dirs[0]) / SPLIT_FILE)
+    records = split.validation(one_row_per_image(load_records(data_dir)))
+    outputs = run_chain(ensemble, records, progress=progress)
+    probabilities = outputs.probabilities["fused"]
+    card.extra["class_thresholds"] = {
+        code: youden_threshold((outputs.labels == i).astype(int), probabilities[:, i])
+        for i, code in enumerate(CLASS_CODES)
+        if 0 < (outputs.labels == i).sum() < len(outputs.labels)
+    }
+    metrics = classification_metrics(outputs, card.extra["class_thresholds"])
+    summary = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
+    card.metrics = {"evaluation": {"data": f"{Path(data_dir).name} (validation subset)", **summary}}
+    out_dir = Path(out_dir)
+    ensemble.save(out_dir, card)
+    shutil.copyfile(Path(member_dirs[0]) / SPLIT_FILE, out_dir / SPLIT_FILE)
+    return metrics
+
