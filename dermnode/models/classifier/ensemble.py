@@ -16,12 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from dermnode.contract import CLASS_CODES
-from dermnode.models.classifier.evaluate import classification_metrics, run_chain
+from dermnode.models.classifier.evaluate import classification_metrics, run_chain, youden_thresholds
 from dermnode.models.classifier.net import PREPROCESSING_CHOICES
 from dermnode.models.classifier.predict import FusionClassifier
 from dermnode.models.dataset_index import SPLIT_FILE, Split, load_records, one_row_per_image
-from dermnode.models.metrics.classification import youden_threshold
 from dermnode.models.model_card import ModelCard
 
 #: what every member's configuration must share (the preprocessing, the views, the metadata-less head)
@@ -88,12 +86,7 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
     split = Split.load(Path(member_dirs[0]) / SPLIT_FILE)
     records = split.validation(one_row_per_image(load_records(data_dir)))
     outputs = run_chain(ensemble, records, progress=progress)
-    probabilities = outputs.probabilities["fused"]
-    card.extra["class_thresholds"] = {
-        code: youden_threshold((outputs.labels == i).astype(int), probabilities[:, i])
-        for i, code in enumerate(CLASS_CODES)
-        if 0 < (outputs.labels == i).sum() < len(outputs.labels)
-    }
+    card.extra["class_thresholds"] = youden_thresholds(outputs.labels, outputs.probabilities["fused"])
     metrics = classification_metrics(outputs, card.extra["class_thresholds"])
     summary = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
     card.metrics = {"evaluation": {"data": f"{Path(data_dir).name} (validation subset)", **summary}}

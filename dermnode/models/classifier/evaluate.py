@@ -28,6 +28,7 @@ from dermnode.models.metrics.classification import (
     one_vs_rest_auroc,
     operating_point,
     roc_auc,
+    youden_threshold,
 )
 
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
@@ -160,6 +161,15 @@ def choices_table(labels: np.ndarray, probabilities: dict[str, np.ndarray], resa
         table[choice] = {name: {"value": value, "ci95": [intervals[name].low, intervals[name].high]}
                          for name, value in values.items()}
     return table
+
+
+def youden_thresholds(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Per class, the Youden-optimal one-vs-rest threshold (for the classes present but not alone)."""
+    return {
+        code: youden_threshold((labels == i).astype(int), probabilities[:, i])
+        for i, code in enumerate(CLASS_CODES)
+        if 0 < (labels == i).sum() < len(labels)
+    }
 
 
 def classification_metrics(

@@ -22,7 +22,7 @@ import torch
 from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
-from dermnode.models.classifier.evaluate import MALIGNANT_INDEX
+from dermnode.models.classifier.evaluate import MALIGNANT_INDEX, youden_thresholds
 from dermnode.models.classifier.net import ABLATION_VARIANTS, PREPROCESSING_CHOICES, ClassifierConfig
 from dermnode.models.classifier.radiomics_cache import extend_cache, record_key
 from dermnode.models.classifier.train import (
@@ -42,11 +42,7 @@ from dermnode.models.dataset_index import (
     training_images,
 )
 from dermnode.models.input_gate.checks import GATE_MARGIN, GATE_QUANTILE, FeatureGate
-from dermnode.models.metrics.classification import (
-    one_vs_rest_auroc,
-    roc_auc,
-    youden_threshold,
-)
+from dermnode.models.metrics.classification import one_vs_rest_auroc, roc_auc
 from dermnode.models.model_card import ModelCard
 from dermnode.models.radiomics import FeatureSelection
 
@@ -246,11 +242,7 @@ def train_classifier(
 
     cross_validation = cross_validate(train, rad_train, config, settings, work_dir, folds) if folds > 1 else None
     net, probabilities = fit(train, val, rad_train, rad_val, config, settings, work_dir, no_metadata_head)
-    thresholds = {
-        code: youden_threshold((val.labels == i).astype(int), probabilities["fused"][:, i])
-        for i, code in enumerate(CLASS_CODES)
-        if 0 < (val.labels == i).sum() < len(val.labels)
-    }
+    thresholds = youden_thresholds(val.labels, probabilities["fused"])
     summary = validation_summary(val.labels, probabilities)
     sources = {s: int((cache.mask_source == s).sum()) for s in ("expert", "predicted", "none")}
     segmenter = _segmenter_identity() if sources["predicted"] else "none"
