@@ -1,8 +1,9 @@
 """`dermnode train classifier-ensemble`: several trained classifiers become one that averages them.
 
-Networks trained alike with other seeds make different mistakes on images unlike their training
-images; the mean of their probabilities ranks a new source's images better than one network does
-(measured on the left-out source: the classifier's card, ``choices_on_the_left_out_source``). The
+Networks trained alike with other seeds make different mistakes; the mean of their probabilities
+takes out part of the seed-to-seed spread. Measured on the isic-8class left-out source (the
+classifier's card, ``choices_on_the_left_out_source``), two members scored between the better and
+the worse of them, above their mean; the starter ships one network. The
 members must share the split, the radiomic feature selection, the preprocessing, the views and the
 head that answers without metadata; each keeps its own temperatures. The per-class Youden thresholds
 are chosen again on the ensemble's validation probabilities, and those validation figures go to the
