@@ -35,7 +35,7 @@ def train_classifier(
     profile: str = PROFILE,
     work: Path = typer.Option(Path("runs/classifier"), "--work", help="caches and checkpoints (resumed when present)"),
     folds: int = typer.Option(1, "--folds", help="k > 1: k-fold cross-validation inside the training split first"),
-    epochs: int = typer.Option(12, "--epochs", help="stage 1 (image branch) epochs"),
+    epochs: int = typer.Option(24, "--epochs", help="stage 1 (image branch) epochs"),
     finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="stage 2 end-to-end fine-tune epochs"),
     masks: str = typer.Option(
         "expert", "--masks", help="expert: the data's expert masks where present, else the starter segmenter's; "
