@@ -2,9 +2,9 @@
 
 Networks trained alike with other seeds make different mistakes; the mean of their probabilities
 takes out part of the seed-to-seed spread. Measured on the isic-8class left-out source (the
-classifier's card, ``choices_on_the_left_out_source``), two members scored between the better and
-the worse of them, above their mean; the starter ships one network. The
-members must share the split, the radiomic feature selection, the preprocessing, the views and the
+classifier's card, ``choices_on_the_left_out_source``), pairs scored above their members' mean:
+between the two members with 12 epochs, a little above both with 24. The starter ships one network.
+The members must share the split, the radiomic feature selection, the preprocessing, the views and the
 head that answers without metadata; each keeps its own temperatures. The per-class Youden thresholds
 are chosen again on the ensemble's validation probabilities, and those validation figures go to the
 card as its ``evaluation``.
