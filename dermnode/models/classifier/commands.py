@@ -35,8 +35,10 @@ def train_classifier(
     profile: str = PROFILE,
     work: Path = typer.Option(Path("runs/classifier"), "--work", help="caches and checkpoints (resumed when present)"),
     folds: int = typer.Option(1, "--folds", help="k > 1: k-fold cross-validation inside the training split first"),
-    epochs: int = typer.Option(24, "--epochs", help="stage 1 (image branch) epochs"),
-    finetune_epochs: int = typer.Option(2, "--finetune-epochs", help="stage 2 end-to-end fine-tune epochs"),
+    epochs: int | None = typer.Option(None, "--epochs", help="stage 1 (image branch) epochs "
+                                      "[default: the recipe's, see TrainSettings]"),
+    finetune_epochs: int | None = typer.Option(None, "--finetune-epochs", help="stage 2 end-to-end fine-tune "
+                                               "epochs [default: the recipe's]"),
     masks: str = typer.Option(
         "expert", "--masks", help="expert: the data's expert masks where present, else the starter segmenter's; "
         "predicted: the starter segmenter's mask for every image (as the node sees them)"
@@ -70,9 +72,9 @@ def train_classifier(
     set_threads(threads)
     if no_metadata_head not in ("fused", "image"):
         raise UserError(f"--no-metadata-head must be 'fused' or 'image', not {no_metadata_head!r}")
-    given = {"mixup": mixup, "malignant_loss": malignant_loss, "ema": ema}
-    settings = TrainSettings(epochs=epochs, finetune_epochs=finetune_epochs, seed=seed,
-                             **{name: value for name, value in given.items() if value is not None})
+    given = {"epochs": epochs, "finetune_epochs": finetune_epochs, "mixup": mixup, "malignant_loss": malignant_loss,
+             "ema": ema}
+    settings = TrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
     chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin}
     preprocessing = {name: value for name, value in chosen.items() if value is not None}
     summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, preprocessing)
