@@ -7,7 +7,7 @@ encoders frozen, the CoOp context vectors and the linear probe learn by cross-en
 embeddings of augmented views computed once. Data: BCC against BKL (the benign-keratosis side
 standing in for seborrheic keratosis, as the data README says). Stage A checkpoints every epoch
 into a work directory and resumes there. Training runs where the network is (CUDA when
-:func:`dermnode.models.device.torch_device` finds it); images are augmented on the CPU.
+:func:`dermnode.models.device.torch_device` finds it), augmentation included.
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ def train_encoders(
         order, total = torch.randperm(len(y), generator=generator).numpy(), 0.0
         for step in tqdm(range(steps), desc=f"encoders epoch {epoch + 1}/{settings.encoder_epochs}", disable=not progress):
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            rgb, _ = augment(*to_tensors(train, index, net.image_size), generator, mask_dropout=1.0)
+            rgb, mask = (t.to(device) for t in to_tensors(train, index, net.image_size))
+            rgb, _ = augment(rgb, mask, generator, mask_dropout=1.0)
             text = F.normalize(net.encode_prompts(None), dim=-1)
-            image = F.normalize(net.encode_image(rgb.to(device)), dim=-1)
+            image = F.normalize(net.encode_image(rgb), dim=-1)
             logits = net.clip.logit_scale.exp() * image @ text.T
             loss = F.cross_entropy(logits, y[index], weight=weights)
             optimizer.zero_grad()
@@ -109,10 +110,10 @@ def image_embeddings(net: BccSkNet, cache: ClassifierCache, views: int = 1, seed
         chunks = []
         for start in range(0, len(cache.labels), 128):
             index = np.arange(start, min(start + 128, len(cache.labels)))
-            rgb, mask = to_tensors(cache, index, net.image_size)
+            rgb, mask = (t.to(net.mean.device) for t in to_tensors(cache, index, net.image_size))
             if view:
                 rgb, _ = augment(rgb, mask, generator, mask_dropout=1.0)
-            chunks.append(net.encode_image(rgb.to(net.mean.device)).cpu())
+            chunks.append(net.encode_image(rgb).cpu())
         out.append(torch.cat(chunks))
     return torch.stack(out)
 

@@ -24,7 +24,7 @@ from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
 from dermnode.models.classifier.evaluate import MALIGNANT_INDEX, youden_thresholds
 from dermnode.models.classifier.net import ABLATION_VARIANTS, PREPROCESSING_CHOICES, ClassifierConfig
-from dermnode.models.classifier.radiomics_cache import extend_cache, record_key
+from dermnode.models.classifier.radiomics_cache import extend_cache, read_cache, record_key
 from dermnode.models.classifier.train import (
     TrainSettings,
     fit_temperature,
@@ -209,8 +209,11 @@ def train_classifier(
     records = training_records(data_dir, leave_out)
     split = split_by_lesion(records=records)
     every = masks == "predicted"
-    predicted = predicted_masks(records, work_dir, every=every)
     config = ClassifierConfig.for_profile(profile, **(preprocessing or {}))
+    cache_path = work_dir / f"cache_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
+    radiomics_path = work_dir / "radiomics.jsonl"
+    cached = cache_path.is_file() and set(map(record_key, records)) <= set(read_cache(radiomics_path))
+    predicted = {} if cached else predicted_masks(records, work_dir, every=every)  # a warm work directory needs none
 
     def mask_for(record: ImageRecord) -> tuple[np.ndarray | None, str]:
         if not every and record.mask_path is not None:
@@ -218,7 +221,6 @@ def train_classifier(
         mask = predicted.get(record_key(record))
         return mask, "none" if mask is None else "predicted"
 
-    cache_path = work_dir / f"cache_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
     if cache_path.is_file():
         cache = ClassifierCache.load(cache_path)
     else:
@@ -226,7 +228,7 @@ def train_classifier(
                             crop_margin=config.crop_margin)
         cache.save(cache_path)
     entries = extend_cache(
-        work_dir / "radiomics.jsonl",
+        radiomics_path,
         records,
         (lambda r, _image: predicted.get(record_key(r))) if predicted else None,
         use_expert=not every,

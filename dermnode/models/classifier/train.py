@@ -6,7 +6,7 @@ image features, the three heads of the ablation (image, image+metadata, image+me
 and the fused head, then fine-tunes the fused model end to end at a low learning rate. Class
 imbalance: cross-entropy weighted by (1 / class frequency) ** 0.5. Every stage checkpoints into a
 work directory and a restarted run resumes there. Each stage runs where the network is (CUDA when
-:func:`dermnode.models.device.torch_device` finds it); images are augmented on the CPU.
+:func:`dermnode.models.device.torch_device` finds it), augmentation included.
 """
 
 from __future__ import annotations
@@ -75,9 +75,10 @@ def to_tensors(cache: ClassifierCache, index: np.ndarray, size: int) -> tuple[to
 def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, mask_dropout: float):
     """What other cameras and hands do to an image: flips, right-angle rotations, a random crop
     resized back (scale), per-channel gains (white balance), brightness, contrast, gamma, blur and
-    a lower resolution; plus mask dropout."""
+    a lower resolution; plus mask dropout. Runs where the tensors are; the random draws come from the CPU
+    ``generator``, so a seed gives the same augmentations on every device."""
     n, _, size, _ = rgb.shape
-    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    u = lambda *shape: torch.rand(*shape, generator=generator).to(rgb.device)  # noqa: E731
     flip = u(n) < 0.5
     rgb[flip], mask[flip] = rgb[flip].flip(-1), mask[flip].flip(-1)
     flip = u(n) < 0.5
@@ -98,7 +99,7 @@ def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, m
     if u(1).item() < 0.3:
         sigma = 0.4 + 0.8 * u(1).item()
         kernel = torch.exp(-torch.arange(-2, 3, dtype=torch.float32) ** 2 / (2 * sigma**2))
-        kernel = (kernel / kernel.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1)
+        kernel = (kernel / kernel.sum()).view(1, 1, 1, 5).repeat(3, 1, 1, 1).to(rgb.device)
         rgb = _blur(rgb, kernel)
     if u(1).item() < 0.3:
         low = int(size * (0.4 + 0.4 * u(1).item()))
@@ -133,9 +134,10 @@ def drop_metadata(metadata: torch.Tensor, share: float, generator: torch.Generat
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Temperature scaling (Guo et al. 2017): the T > 0 that minimises the validation NLL of logits / T."""
+    """Temperature scaling (Guo et al. 2017): the T in [0.05, 20] that minimises the validation NLL of logits / T.
+    A line search keeps the step finite where the NLL is flat (weak, near-zero logits)."""
     log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -144,7 +146,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp().clamp(0.05, 20.0))
+    temperature = float(log_t.detach().exp())
+    return min(max(temperature, 0.05), 20.0) if math.isfinite(temperature) else 1.0
 
 
 def _cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -166,10 +169,10 @@ def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128
         chunks = []
         for start in range(0, len(cache.labels), batch_size):
             index = np.arange(start, min(start + batch_size, len(cache.labels)))
-            rgb, mask = to_tensors(cache, index, size)
+            rgb, mask = (t.to(device) for t in to_tensors(cache, index, size))
             if view:
                 rgb, mask = augment(rgb, mask, generator, mask_dropout=0.0)
-            chunks.append(net.image(rgb.to(device), mask.to(device)).cpu())
+            chunks.append(net.image(rgb, mask).cpu())
         out.append(torch.cat(chunks))
     return torch.stack(out)  # views x N x F, on the CPU
 
@@ -205,11 +208,11 @@ def train_image_branch(
         bar = tqdm(range(steps_per_epoch), desc=f"stage 1 epoch {epoch + 1}/{settings.epochs}", disable=not progress)
         for step in bar:
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
-            targets = F.one_hot(labels[index], len(CLASS_CODES)).float()
+            rgb, mask = (t.to(device) for t in to_tensors(train, index, net.config.image_size))
+            rgb, mask = augment(rgb, mask, generator, settings.mask_dropout)
+            targets = F.one_hot(labels[index], len(CLASS_CODES)).float().to(device)
             if settings.mixup > 0:
                 rgb, mask, targets = mix_pairs(rgb, mask, targets, settings.mixup, generator)
-            rgb, mask, targets = rgb.to(device), mask.to(device), targets.to(device)
             loss = stage1_loss(net.image_head(net.image(rgb, mask)), targets, weights, settings.malignant_loss)
             optimizer.zero_grad()
             loss.backward()
@@ -228,7 +231,7 @@ def train_image_branch(
 def mix_pairs(rgb: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator):
     """Mixup (Zhang et al. 2018): each image blended with another of the batch, one Beta(a, a) share per batch."""
     share = float(np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator))).beta(alpha, alpha))
-    partner = torch.randperm(len(rgb), generator=generator)
+    partner = torch.randperm(len(rgb), generator=generator).to(rgb.device)
     mix = lambda x: share * x + (1 - share) * x[partner]  # noqa: E731
     return mix(rgb), mix(mask), mix(targets)
 
@@ -321,10 +324,11 @@ def finetune_fused(
         order = torch.randperm(len(labels), generator=generator).numpy()
         for step in tqdm(range(steps), desc=f"fine-tune epoch {epoch + 1}", disable=not progress):
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            rgb, mask = augment(*to_tensors(train, index, net.config.image_size), generator, settings.mask_dropout)
+            rgb, mask = (t.to(device) for t in to_tensors(train, index, net.config.image_size))
+            rgb, mask = augment(rgb, mask, generator, settings.mask_dropout)
             rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
             meta = drop_metadata(metadata[index], settings.metadata_dropout, generator)
-            logits = net(rgb.to(device), mask.to(device), meta.to(device), rad.to(device))
+            logits = net(rgb, mask, meta.to(device), rad.to(device))
             loss = F.cross_entropy(logits, labels[index].to(device), weight=weights, label_smoothing=0.05)
             optimizer.zero_grad()
             loss.backward()
