@@ -440,6 +440,28 @@ def test_an_ensemble_answers_the_mean_of_its_members_and_keeps_them_through_save
         np.testing.assert_allclose(probs, (variants[0][name] + variants[1][name]) / 2, atol=1e-5)
 
 
+def test_an_ensemble_refuses_an_image_that_any_members_gate_finds_atypical(saved_classifier, tmp_path):
+    from dermnode.models.images import load_mask, load_rgb
+    from dermnode.models.input_gate.checks import FeatureGate
+
+    directory, records, _ = saved_classifier
+    selection = FeatureSelection.load(directory / SELECTION_FILE)
+    members = [FusionClassifier.load(_member(tmp_path / f"m{seed}", selection, seed, [r.image_id for r in records]))
+               for seed in (1, 2)]
+    images, masks = [load_rgb(r.image_path) for r in records], [load_mask(r.mask_path) for r in records]
+    features = [FusionClassifier(m.net, selection, m.card).image_features(images, masks)[0] for m in members]
+    lenient = [FeatureGate.fit(f, f, margin=100.0) for f in features]  # everything passes
+    strict = FeatureGate.fit(features[1], features[1], quantile=0.0, margin=0.5)  # everything is refused
+    card = ModelCard("dermnode-fusion-classifier", "test-ensemble", "ensemble", "cpu", "classifier.pt")
+    FusionClassifier([m.net for m in members], selection, card, gates=lenient).save(tmp_path / "lenient", card)
+    FusionClassifier([m.net for m in members], selection, card, gates=[lenient[0], strict]).save(tmp_path / "strict", card)
+    assert FusionClassifier.load(tmp_path / "lenient").atypical(images, masks) == [None] * len(images)
+    refused = FusionClassifier.load(tmp_path / "strict").atypical(images, masks)  # the second member's gate decides
+    assert all(r and r.startswith("not analysable: does not look like a dermoscopic image") for r in refused), refused
+    with pytest.raises(ValueError, match="one per network"):
+        FusionClassifier([m.net for m in members], selection, card, gates=[strict])
+
+
 def test_only_alike_members_make_an_ensemble(saved_classifier, tmp_path):
     from dermnode.models.classifier.ensemble import check_alike
 

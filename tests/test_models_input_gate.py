@@ -68,7 +68,7 @@ def test_starter_gate_refuses_photographs_and_passes_dermoscopy(dermoscopy):
     from dermnode.models.input_gate.evaluate import gate_decisions
 
     model = FusionClassifier.load()
-    assert model.gate is not None
+    assert len(model.gates) == len(model.members)  # one feature gate per network of the ensemble
     photos = [skimage_data.astronaut(), skimage_data.coffee(), skimage_data.rocket(), skimage_data.hubble_deep_field()]
     decisions = gate_decisions(model, photos, progress=False)
     assert all(d and d.startswith("not analysable") for d in decisions), decisions

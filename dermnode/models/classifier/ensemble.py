@@ -3,9 +3,11 @@
 Networks trained alike with other seeds make different mistakes; the mean of their probabilities
 takes out part of the seed-to-seed spread. Measured on the isic-8class left-out source (the
 classifier's card, ``choices_on_the_left_out_source``), pairs scored above their members' mean:
-between the two members with 12 epochs, a little above both with 24. The starter ships one network.
+between the two members with 12 epochs, a little above both with 24. The starter ships the pair of
+24-epoch networks trained on every source.
 The members must share the split, the radiomic feature selection, the preprocessing, the views and the
-head that answers without metadata; each keeps its own temperatures. The per-class Youden thresholds
+head that answers without metadata; each keeps its own temperatures and its own feature gate (the
+ensemble refuses an image that any member finds atypical). The per-class Youden thresholds
 are chosen again on the ensemble's validation probabilities, and those validation figures go to the
 card as its ``evaluation``.
 """
@@ -81,9 +83,13 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
         extra={**first.extra, "members": [member_note(m.card) for m in members],
                "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the ensemble on the validation split"},
     )
+    gates = [m.gates[0] for m in members] if all(m.gates for m in members) else []
     for per_member in ("settings", "temperature", "image_temperature"):
         card.extra.pop(per_member, None)
-    ensemble = FusionClassifier([m.net for m in members], members[0].selection, card, gate=members[0].gate)
+    if gates:
+        card.extra["input_gate"] = ("refused when any member's feature gate refuses; each: "
+                                    + "; ".join(m.card.extra.get("input_gate", "") for m in members))
+    ensemble = FusionClassifier([m.net for m in members], members[0].selection, card, gates=gates)
     split = Split.load(Path(member_dirs[0]) / SPLIT_FILE)
     records = split.validation(one_row_per_image(load_records(data_dir)))
     outputs = run_chain(ensemble, records, progress=progress)

@@ -294,7 +294,7 @@ def train_classifier(
     )
     gate = fit_feature_gate(net, train, val)
     card.extra["input_gate"] = gate_note(gate)
-    FusionClassifier(net, selection, card, gate=gate).save(out_dir, card)
+    FusionClassifier(net, selection, card, gates=[gate]).save(out_dir, card)
     split.save(out_dir)
     (work_dir / "validation_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

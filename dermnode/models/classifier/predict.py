@@ -29,7 +29,7 @@ from dermnode.models.classifier.net import (
     FusionNet,
 )
 from dermnode.models.device import torch_device
-from dermnode.models.input_gate.checks import FeatureGate
+from dermnode.models.input_gate.checks import FeatureGate, atypicality_problems
 from dermnode.models.model_card import STARTER_DIR, ModelCard, sha256_file
 from dermnode.models.radiomics import FeatureSelection
 
@@ -69,12 +69,13 @@ class FusionClassifier:
     An ensemble when it holds several networks (members trained alike with other seeds): every
     answer is the mean of the members' probabilities. The members share the split, the radiomic
     feature selection and the preprocessing; the first member's configuration says how images are
-    prepared, how many views are used and which head answers without metadata, and the input gate
-    watches the first member's image features."""
+    prepared, how many views are used and which head answers without metadata. The input gate holds
+    one feature gate per member: an image is refused when it looks unlike the training images to any
+    member (each network sees other features, so a picture typical to one may be atypical to another)."""
 
     def __init__(
         self, nets: FusionNet | Sequence[FusionNet], selection: FeatureSelection, card: ModelCard,
-        device: str = "cpu", gate: FeatureGate | None = None,
+        device: str = "cpu", gates: Sequence[FeatureGate] = (),
     ) -> None:
         self.members = [net.to(device).eval() for net in ([nets] if isinstance(nets, FusionNet) else nets)]
         if not self.members:
@@ -82,7 +83,9 @@ class FusionClassifier:
         self.selection = selection
         self.card = card
         self.device = device
-        self.gate = gate  # refuses images whose features are unlike the training images' (None: no check)
+        if gates and len(gates) != len(self.members):
+            raise ValueError(f"{len(gates)} feature gates for {len(self.members)} networks: give one per network")
+        self.gates = list(gates)  # refuse images whose features are unlike the training images' (empty: no check)
 
     @property
     def net(self) -> FusionNet:
@@ -118,8 +121,8 @@ class FusionClassifier:
             net = FusionNet(ClassifierConfig.from_dict(member["config"]))
             net.load_state_dict({key: value.float() for key, value in member["state"].items()})
             nets.append(net.float())
-        gate = FeatureGate.from_payload(payload["gate"]) if "gate" in payload else None
-        return cls(nets, selection, card, str(torch_device(device)), gate)
+        gates = payload.get("gates", [payload["gate"]] if "gate" in payload else [])
+        return cls(nets, selection, card, str(torch_device(device)), [FeatureGate.from_payload(g) for g in gates])
 
     def save(self, directory: Path, card: ModelCard) -> Path:
         """Write weights (half precision), feature selection and card into ``directory``."""
@@ -129,8 +132,8 @@ class FusionClassifier:
                     "state": {k: v.detach().cpu().half() for k, v in net.state_dict().items()}}
                    for net in self.members]
         payload: dict = members[0] if len(members) == 1 else {"members": members}
-        if self.gate is not None:
-            payload["gate"] = self.gate.as_payload()
+        if self.gates:
+            payload["gates"] = [gate.as_payload() for gate in self.gates]
         torch.save(payload, directory / WEIGHTS_FILE)
         self.selection.save(directory / SELECTION_FILE)
         card.weights_file = WEIGHTS_FILE
@@ -224,16 +227,18 @@ class FusionClassifier:
         return probabilities
 
     @torch.no_grad()
-    def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
-        """The first member's image-branch features (cases x F) of the classifier's view of each image."""
+    def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        """Each member's image-branch features (cases x F) of the classifier's view of each image."""
         rgb, mask, _, _ = self._inputs(images, masks, [PatientMetadata()] * len(images), [None] * len(images))
-        return self.net.image(rgb, mask).cpu().numpy()
+        return [net.image(rgb, mask).cpu().numpy() for net in self.members]
 
     def atypical(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> list[str | None]:
-        """For each image, why it does not look like dermoscopy to this model ("not analysable: ..."), or None."""
-        if self.gate is None or len(images) == 0:
+        """For each image, why it does not look like dermoscopy to this model ("not analysable: ..."), or None:
+        the largest atypicality over the members' gates decides."""
+        if not self.gates or len(images) == 0:
             return [None] * len(images)
-        return self.gate.problems(self.image_features(images, masks))
+        features = self.image_features(images, masks)
+        return atypicality_problems(np.max([g.atypicality(f) for g, f in zip(self.gates, features)], axis=0))
 
     @torch.no_grad()
     def predict_variants(

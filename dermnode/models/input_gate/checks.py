@@ -76,6 +76,12 @@ def image_problem(image: np.ndarray, limits: GateLimits = GateLimits()) -> str |
     return None
 
 
+def atypicality_problems(atypicality: np.ndarray) -> list[str | None]:
+    """The refusal of each image whose atypicality (distance / threshold) is above 1, else None."""
+    return [f"{NOT_ANALYSABLE}: does not look like a dermoscopic image (atypicality {a:.1f}x the limit)" if a > 1 else None
+            for a in atypicality]
+
+
 @dataclass(frozen=True)
 class FeatureGate:
     """Mahalanobis distance of image-branch features to the training images' features."""
@@ -104,12 +110,12 @@ class FeatureGate:
         centred = np.asarray(features, dtype=np.float32) - self.mean
         return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", centred, self.precision, centred), 0.0))
 
+    def atypicality(self, features: np.ndarray) -> np.ndarray:
+        """Distances as multiples of the threshold (above 1: refused)."""
+        return self.distances(features) / self.threshold
+
     def problems(self, features: np.ndarray) -> list[str | None]:
-        return [
-            f"{NOT_ANALYSABLE}: does not look like a dermoscopic image (atypicality {d / self.threshold:.1f}x the limit)"
-            if d > self.threshold else None
-            for d in self.distances(features)
-        ]
+        return atypicality_problems(self.atypicality(features))
 
     def as_payload(self) -> dict:
         import torch

@@ -34,7 +34,7 @@ def evaluate_gate(
         raise typer.BadParameter("give --data, --others or both")
     set_threads(threads)
     model = FusionClassifier.load(weights)
-    report: dict = {"feature_gate": model.gate is not None}
+    report: dict = {"feature_gate": bool(model.gates)}
     if data is not None:
         records = select_records(data, weights or STARTER_DIR / "classifier", subset, source)
         decisions = gate_decisions(model, (load_rgb(r.image_path) for r in records))
