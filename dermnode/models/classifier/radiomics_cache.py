@@ -1,10 +1,10 @@
 """Radiomic features of a data folder's records, computed once and kept in a JSON-lines cache.
 
 Extraction costs from about 0.03 s (HAM10000's 200x150 images) to 0.2 s (the larger ISIC images) per
-image on one core, about 8 minutes for the whole data folder, so training reads features from a cache
-that grows as it goes (a restarted run continues where the last one stopped). Each line records the image, where its
-mask came from (``expert`` masks of the data folder, or ``predicted`` by the starter segmenter) and
-the 102 features, or the reason extraction failed.
+image on one core, about 8 minutes for the whole data folder, so training reads features from a
+cache that grows as it goes (a restarted run continues where the last one stopped). Each line
+records the image, where its mask came from (``expert`` masks of the data folder, or ``predicted``
+by the starter segmenter) and the 102 features, or the reason extraction failed.
 """
 
 from __future__ import annotations
