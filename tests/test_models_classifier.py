@@ -187,9 +187,9 @@ def test_mixup_blends_images_masks_and_labels_with_one_share():
     assert not torch.equal(mixed_rgb, rgb) and mixed_mask.min() >= 0 and mixed_mask.max() <= 1
 
 
-def test_stage1_with_mixup_and_weight_averaging_resumes_to_the_same_weights(small_cache, tmp_path):
+def test_stage1_with_mixup_mixstyle_and_weight_averaging_resumes_to_the_same_weights(small_cache, tmp_path):
     _, cache = small_cache
-    settings = TrainSettings(epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5, ema=0.9)
+    settings = TrainSettings(epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5, ema=0.9, mixstyle=0.5)
 
     def stage1() -> dict[str, torch.Tensor]:
         torch.manual_seed(0)
@@ -506,3 +506,34 @@ def test_classifier_ensemble_command_measures_thresholds_and_figures_on_validati
     refused = runner.invoke(app, ["train", "classifier-ensemble", "--member", members[0], "--member", members[0],
                                   "--data", str(tmp_path), "--out", str(tmp_path / "twice")])
     assert refused.exit_code == 2 and "same weights" in refused.output and "Traceback" not in refused.output
+
+
+def test_mixstyle_gives_each_image_statistics_between_its_own_and_a_partners_and_keeps_its_content():
+    from dermnode.models.classifier.style_mixing import mix_styles
+
+    features = torch.randn(6, 4, 8, 8) * torch.arange(1, 7).view(6, 1, 1, 1) + torch.arange(6).view(6, 1, 1, 1)
+    mixed = mix_styles(features, torch.Generator().manual_seed(1), alpha=0.5)
+    mean, mixed_mean = features.mean(dim=(2, 3)), mixed.mean(dim=(2, 3))
+    assert mixed_mean.min() >= mean.min() - 1e-4 and mixed_mean.max() <= mean.max() + 1e-4
+    assert not torch.allclose(mixed_mean, mean)
+    standardise = lambda x: (x - x.mean(dim=(2, 3), keepdim=True)) / x.std(dim=(2, 3), keepdim=True)  # noqa: E731
+    assert torch.allclose(standardise(mixed), standardise(features), atol=1e-3)  # the content is unchanged
+
+
+def test_mixstyle_acts_only_while_training_and_leaves_the_network_as_it_was():
+    from dermnode.models.classifier.style_mixing import style_mixing
+
+    net = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32)))
+    rgb, mask = torch.rand(4, 3, 64, 64), torch.ones(4, 1, 64, 64)
+    net.eval()
+    plain = net.image(rgb, mask)
+    with style_mixing(net.image.style_stages(), 1.0, torch.Generator().manual_seed(0)):
+        assert torch.equal(net.image(rgb, mask), plain)  # evaluation: no mixing
+        net.train()
+        mixed = net.image(rgb, mask)
+        net.eval()
+    net.train()
+    assert not torch.allclose(mixed, net.image(rgb, mask))  # the hooks are gone after the block
+    assert len(net.image.style_stages()) == 2 and not any(s._forward_hooks for s in net.image.style_stages())
+    paper = FusionNet(ClassifierConfig.for_profile("paper", 9)).image
+    assert paper.style_stages() == [paper.backbone.layer1, paper.backbone.layer2]

@@ -51,6 +51,8 @@ def train_classifier(
                                        "[default: the recipe's, see TrainSettings]"),
     malignant_loss: float | None = typer.Option(None, "--malignant-loss", help="stage 1 weight of a "
                                                 "malignant-vs-benign loss; 0: off [default: the recipe's]"),
+    mixstyle: float | None = typer.Option(None, "--mixstyle", help="stage 1 share of batches whose early feature "
+                                          "styles are mixed between images (MixStyle); 0: off [default: the recipe's]"),
     ema: float | None = typer.Option(None, "--ema", help="stage 1 weight averaging decay per step; 0: off "
                                      "[default: the recipe's]"),
     no_metadata_head: str = typer.Option(
@@ -73,7 +75,7 @@ def train_classifier(
     if no_metadata_head not in ("fused", "image"):
         raise UserError(f"--no-metadata-head must be 'fused' or 'image', not {no_metadata_head!r}")
     given = {"epochs": epochs, "finetune_epochs": finetune_epochs, "mixup": mixup, "malignant_loss": malignant_loss,
-             "ema": ema}
+             "ema": ema, "mixstyle": mixstyle}
     settings = TrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
     chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin}
     preprocessing = {name: value for name, value in chosen.items() if value is not None}

@@ -96,13 +96,18 @@ class SmallResNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),
         )
-        layers, c_in = [], widths[0]
+        layers, c_in, self.stage_ends = [], widths[0], []
         for stage, (width, n) in enumerate(zip(widths, blocks)):
             for b in range(n):
                 layers.append(BasicBlock(c_in, width, 2 if (b == 0 and stage > 0) else 1))
                 c_in = width
+            self.stage_ends.append(len(layers) - 1)
         self.layers = nn.Sequential(*layers)
         self.out_features = c_in
+
+    def stages(self) -> list[nn.Module]:
+        """The last block of each stage (whose output is the stage's)."""
+        return [self.layers[i] for i in self.stage_ends]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(self.stem(x)).mean(dim=(2, 3))
@@ -130,6 +135,12 @@ class ImageBranch(nn.Module):
             self.out_features = self.backbone.out_features
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def style_stages(self) -> list[nn.Module]:
+        """The backbone's first two stages, whose outputs carry the image's style (see :mod:`.style_mixing`)."""
+        if isinstance(self.backbone, SmallResNet):
+            return self.backbone.stages()[:2]
+        return [self.backbone.layer1, self.backbone.layer2]
 
     def forward(self, rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``rgb`` N x 3 x S x S in 0..1, ``mask`` N x 1 x S x S in {0, 1}."""

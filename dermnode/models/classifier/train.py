@@ -1,7 +1,7 @@
 """Training of the fusion classifier, as in the seed paper: image branch first, then the fused model.
 
-Stage 1 trains the image branch (RGB + mask) with an image-only head (optionally with mixup, an extra
-malignant-vs-benign loss and an exponential moving average of the weights). Stage 2 trains, on frozen
+Stage 1 trains the image branch (RGB + mask) with an image-only head (optionally with mixup, MixStyle, an
+extra malignant-vs-benign loss and an exponential moving average of the weights). Stage 2 trains, on frozen
 image features, the three heads of the ablation (image, image+metadata, image+metadata+radiomics)
 and the fused head, then fine-tunes the fused model end to end at a low learning rate. Class
 imbalance: cross-entropy weighted by (1 / class frequency) ** 0.5. Every stage checkpoints into a
@@ -32,6 +32,7 @@ from dermnode.models.classifier.net import (
     FusionHead,
     FusionNet,
 )
+from dermnode.models.classifier.style_mixing import style_mixing
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class TrainSettings:
     mixup: float = 0.0  # stage 1: images (and their labels) mixed in pairs with a Beta(a, a) share; 0: off
     malignant_loss: float = 0.0  # stage 1: weight of a malignant-vs-benign loss on the summed class probabilities
     ema: float = 0.0  # stage 1 ends with an exponential moving average of its weights (this decay per step); 0: off
+    mixstyle: float = 0.0  # stage 1: share of batches whose early feature styles are mixed (MixStyle); 0: off
     seed: int = 0
 
 
@@ -201,29 +203,31 @@ def train_image_branch(
     saved = nn.ModuleDict({"trained": trained, "ema": ema}) if ema is not None else trained
     start_epoch, _ = load_checkpoint(checkpoint, saved, optimizer, generator, scheduler, map_location=device)
     labels = torch.from_numpy(train.labels)
-    for epoch in range(start_epoch, settings.epochs):
-        net.train()
-        order = torch.randperm(len(labels), generator=generator).numpy()
-        total, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"stage 1 epoch {epoch + 1}/{settings.epochs}", disable=not progress)
-        for step in bar:
-            index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            rgb, mask = (t.to(device) for t in to_tensors(train, index, net.config.image_size))
-            rgb, mask = augment(rgb, mask, generator, settings.mask_dropout)
-            targets = F.one_hot(labels[index], len(CLASS_CODES)).float().to(device)
-            if settings.mixup > 0:
-                rgb, mask, targets = mix_pairs(rgb, mask, targets, settings.mixup, generator)
-            loss = stage1_loss(net.image_head(net.image(rgb, mask)), targets, weights, settings.malignant_loss)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(trained)
-            total, seen = total + loss.item() * len(index), seen + len(index)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
-        log.info("stage 1 epoch %d loss %.4f", epoch + 1, total / seen)
-        save_checkpoint(checkpoint, epoch + 1, saved, optimizer, generator, scheduler)
+    with style_mixing(net.image.style_stages(), settings.mixstyle, generator):
+        for epoch in range(start_epoch, settings.epochs):
+            net.train()
+            order = torch.randperm(len(labels), generator=generator).numpy()
+            total, seen = 0.0, 0
+            description = f"stage 1 epoch {epoch + 1}/{settings.epochs}"
+            bar = tqdm(range(steps_per_epoch), desc=description, disable=not progress)
+            for step in bar:
+                index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+                rgb, mask = (t.to(device) for t in to_tensors(train, index, net.config.image_size))
+                rgb, mask = augment(rgb, mask, generator, settings.mask_dropout)
+                targets = F.one_hot(labels[index], len(CLASS_CODES)).float().to(device)
+                if settings.mixup > 0:
+                    rgb, mask, targets = mix_pairs(rgb, mask, targets, settings.mixup, generator)
+                loss = stage1_loss(net.image_head(net.image(rgb, mask)), targets, weights, settings.malignant_loss)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(trained)
+                total, seen = total + loss.item() * len(index), seen + len(index)
+                bar.set_postfix(loss=f"{total / seen:.3f}")
+            log.info("stage 1 epoch %d loss %.4f", epoch + 1, total / seen)
+            save_checkpoint(checkpoint, epoch + 1, saved, optimizer, generator, scheduler)
     if ema is not None:
         trained.load_state_dict(ema.module.state_dict())
 
