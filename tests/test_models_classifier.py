@@ -537,3 +537,18 @@ def test_mixstyle_acts_only_while_training_and_leaves_the_network_as_it_was():
     assert len(net.image.style_stages()) == 2 and not any(s._forward_hooks for s in net.image.style_stages())
     paper = FusionNet(ClassifierConfig.for_profile("paper", 9)).image
     assert paper.style_stages() == [paper.backbone.layer1, paper.backbone.layer2]
+
+
+def test_colour_jitter_widens_white_balance_and_saturation_and_leaves_the_default_views_alone():
+    rgb = torch.tensor([0.6, 0.4, 0.3]).view(1, 3, 1, 1).repeat(64, 1, 16, 16)  # a brown lesion colour
+    mask = torch.ones(64, 1, 16, 16)
+
+    def views(colour: float) -> torch.Tensor:
+        return augment(rgb.clone(), mask.clone(), torch.Generator().manual_seed(5), 0.0, colour)[0]
+
+    def spread(x: torch.Tensor) -> float:  # how far apart the views' red/green ratios lie
+        ratio = x[:, 0].mean(dim=(1, 2)) / x[:, 1].mean(dim=(1, 2))
+        return float(ratio.std())
+
+    assert torch.equal(views(0.0), augment(rgb.clone(), mask.clone(), torch.Generator().manual_seed(5), 0.0)[0])
+    assert spread(views(0.2)) > 1.5 * spread(views(0.0))

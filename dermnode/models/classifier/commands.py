@@ -53,6 +53,9 @@ def train_classifier(
                                                 "malignant-vs-benign loss; 0: off [default: the recipe's]"),
     mixstyle: float | None = typer.Option(None, "--mixstyle", help="stage 1 share of batches whose early feature "
                                           "styles are mixed between images (MixStyle); 0: off [default: the recipe's]"),
+    colour_jitter: float | None = typer.Option(None, "--colour-jitter", help="training views' white-balance gains "
+                                               "widened by this and saturation scaled by 1 ± 2x this; 0: off "
+                                               "[default: the recipe's]"),
     ema: float | None = typer.Option(None, "--ema", help="stage 1 weight averaging decay per step; 0: off "
                                      "[default: the recipe's]"),
     no_metadata_head: str = typer.Option(
@@ -75,7 +78,8 @@ def train_classifier(
     if no_metadata_head not in ("fused", "image"):
         raise UserError(f"--no-metadata-head must be 'fused' or 'image', not {no_metadata_head!r}")
     given = {"epochs": epochs, "finetune_epochs": finetune_epochs, "mixup": mixup, "malignant_loss": malignant_loss,
-             "ema": ema, "mixstyle": mixstyle}
+             "ema": ema, "mixstyle": mixstyle,
+             "colour_jitter": colour_jitter}
     settings = TrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
     chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin}
     preprocessing = {name: value for name, value in chosen.items() if value is not None}

@@ -55,6 +55,7 @@ def stage1_recipe(settings: TrainSettings) -> str:
     """The optional parts of stage 1, as the model card names them ("" when none is used)."""
     parts = [f"mixup (Beta {settings.mixup:g})" if settings.mixup else "",
              f"MixStyle on a share {settings.mixstyle:g} of batches" if settings.mixstyle else "",
+             f"colour jitter {settings.colour_jitter:g}" if settings.colour_jitter else "",
              f"a malignant-vs-benign loss (weight {settings.malignant_loss:g})" if settings.malignant_loss else "",
              f"an exponential moving average of the weights (decay {settings.ema:g}/step)" if settings.ema else ""]
     used = [part for part in parts if part]

@@ -52,6 +52,7 @@ class TrainSettings:
     malignant_loss: float = 0.0  # stage 1: weight of a malignant-vs-benign loss on the summed class probabilities
     ema: float = 0.0  # stage 1 ends with an exponential moving average of its weights (this decay per step); 0: off
     mixstyle: float = 0.0  # stage 1: share of batches whose early feature styles are mixed (MixStyle); 0: off
+    colour_jitter: float = 0.0  # training views: wider white-balance gains and saturation changes (see augment); 0: off
     seed: int = 0
 
 
@@ -74,11 +75,13 @@ def to_tensors(cache: ClassifierCache, index: np.ndarray, size: int) -> tuple[to
     return rgb, mask
 
 
-def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, mask_dropout: float):
+def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, mask_dropout: float,
+            colour: float = 0.0):
     """What other cameras and hands do to an image: flips, right-angle rotations, a random crop
-    resized back (scale), per-channel gains (white balance), brightness, contrast, gamma, blur and
-    a lower resolution; plus mask dropout. Runs where the tensors are; the random draws come from the CPU
-    ``generator``, so a seed gives the same augmentations on every device."""
+    resized back (scale), per-channel gains (white balance, 1 ± (0.1 + ``colour``)), saturation
+    (1 ± 2 x ``colour``, when ``colour`` > 0), brightness, contrast, gamma, blur and a lower resolution;
+    plus mask dropout. Runs where the tensors are; the random draws come from the CPU ``generator``,
+    so a seed gives the same augmentations on every device."""
     n, _, size, _ = rgb.shape
     u = lambda *shape: torch.rand(*shape, generator=generator).to(rgb.device)  # noqa: E731
     flip = u(n) < 0.5
@@ -92,7 +95,11 @@ def augment(rgb: torch.Tensor, mask: torch.Tensor, generator: torch.Generator, m
         top, left = int(u(1).item() * (size - crop)), int(u(1).item() * (size - crop))
         rgb = F.interpolate(rgb[..., top : top + crop, left : left + crop], size=(size, size), mode="bilinear")
         mask = (F.interpolate(mask[..., top : top + crop, left : left + crop], size=(size, size)) >= 0.5).float()
-    rgb = rgb * (0.9 + 0.2 * u(n, 3, 1, 1))
+    spread = 0.1 + colour
+    rgb = rgb * (1 - spread + 2 * spread * u(n, 3, 1, 1))
+    if colour > 0:
+        grey = rgb.mean(dim=1, keepdim=True)
+        rgb = grey + (rgb - grey) * (1 + 2 * colour * (2 * u(n, 1, 1, 1) - 1))
     mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
     contrast = 0.75 + 0.5 * u(n, 1, 1, 1)
     brightness = 0.8 + 0.4 * u(n, 1, 1, 1)
@@ -213,7 +220,7 @@ def train_image_branch(
             for step in bar:
                 index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
                 rgb, mask = (t.to(device) for t in to_tensors(train, index, net.config.image_size))
-                rgb, mask = augment(rgb, mask, generator, settings.mask_dropout)
+                rgb, mask = augment(rgb, mask, generator, settings.mask_dropout, settings.colour_jitter)
                 targets = F.one_hot(labels[index], len(CLASS_CODES)).float().to(device)
                 if settings.mixup > 0:
                     rgb, mask, targets = mix_pairs(rgb, mask, targets, settings.mixup, generator)
@@ -329,7 +336,7 @@ def finetune_fused(
         for step in tqdm(range(steps), desc=f"fine-tune epoch {epoch + 1}", disable=not progress):
             index = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             rgb, mask = (t.to(device) for t in to_tensors(train, index, net.config.image_size))
-            rgb, mask = augment(rgb, mask, generator, settings.mask_dropout)
+            rgb, mask = augment(rgb, mask, generator, settings.mask_dropout, settings.colour_jitter)
             rad = _drop_radiomics(radiomics[index], settings.radiomics_dropout, generator)
             meta = drop_metadata(metadata[index], settings.metadata_dropout, generator)
             logits = net(rgb, mask, meta.to(device), rad.to(device))
