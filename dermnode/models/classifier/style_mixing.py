@@ -20,6 +20,12 @@ from torch import nn
 ALPHA = 0.1  # Beta(a, a) of the mixing share, the paper's value
 
 
+def beta_draws(alpha: float, generator: torch.Generator, size: int | None = None):
+    """Beta(alpha, alpha) draws (one float, or ``size`` of them) seeded from the torch ``generator``,
+    which has no Beta sampler of its own; shared with mixup."""
+    return np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator))).beta(alpha, alpha, size)
+
+
 def mix_styles(features: torch.Tensor, generator: torch.Generator, alpha: float = ALPHA) -> torch.Tensor:
     """``features`` (N x C x H x W) with each image's channel statistics mixed with those of another
     image of the batch, by a Beta(alpha, alpha) share per image; the content (normalised features) stays."""
@@ -27,8 +33,7 @@ def mix_styles(features: torch.Tensor, generator: torch.Generator, alpha: float 
     mean = features.mean(dim=(2, 3), keepdim=True).detach()
     std = (features.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt().detach()
     content = (features - mean) / std
-    rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-    share = torch.from_numpy(rng.beta(alpha, alpha, size=n)).view(n, 1, 1, 1).to(features)
+    share = torch.from_numpy(beta_draws(alpha, generator, n)).view(n, 1, 1, 1).to(features)
     partner = torch.randperm(n, generator=generator).to(features.device)
     return content * (share * std + (1 - share) * std[partner]) + (share * mean + (1 - share) * mean[partner])
 

@@ -32,7 +32,7 @@ from dermnode.models.classifier.net import (
     FusionHead,
     FusionNet,
 )
-from dermnode.models.classifier.style_mixing import style_mixing
+from dermnode.models.classifier.style_mixing import beta_draws, style_mixing
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def train_image_branch(
 
 def mix_pairs(rgb: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, alpha: float, generator: torch.Generator):
     """Mixup (Zhang et al. 2018): each image blended with another of the batch, one Beta(a, a) share per batch."""
-    share = float(np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator))).beta(alpha, alpha))
+    share = float(beta_draws(alpha, generator))
     partner = torch.randperm(len(rgb), generator=generator).to(rgb.device)
     mix = lambda x: share * x + (1 - share) * x[partner]  # noqa: E731
     return mix(rgb), mix(mask), mix(targets)
