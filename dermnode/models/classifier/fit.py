@@ -48,7 +48,7 @@ from dermnode.models.radiomics import FeatureSelection
 
 log = logging.getLogger(__name__)
 SEGMENTER_KEY = "segmenter_sha256"
-VERSION = "0.6.0"
+VERSION = "0.7.0"
 
 
 def stage1_recipe(settings: TrainSettings) -> str:

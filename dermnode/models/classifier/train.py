@@ -52,7 +52,8 @@ class TrainSettings:
     malignant_loss: float = 0.0  # stage 1: weight of a malignant-vs-benign loss on the summed class probabilities
     ema: float = 0.0  # stage 1 ends with an exponential moving average of its weights (this decay per step); 0: off
     mixstyle: float = 0.0  # stage 1: share of batches whose early feature styles are mixed (MixStyle); 0: off
-    colour_jitter: float = 0.0  # training views: wider white-balance gains and saturation changes (see augment); 0: off
+    colour_jitter: float = 0.15  # training views: wider white-balance gains and saturation changes (see augment); 0: off;
+    # 0 -> 0.15: +0.02 to +0.04 malignant AUROC (with and without metadata) on both left-out sources, two seeds each
     seed: int = 0
 
 
