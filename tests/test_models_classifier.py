@@ -85,7 +85,7 @@ def test_metadata_dropout_hides_fields_with_their_missing_flags():
 
 
 def test_temperature_scaling_softens_overconfident_logits():
-    from dermnode.models.classifier.train import fit_temperature
+    from dermnode.models.classifier.calibration import fit_temperature
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 8, (400,), generator=generator)
@@ -95,8 +95,34 @@ def test_temperature_scaling_softens_overconfident_logits():
     assert loud == pytest.approx(5.0 * plain, rel=0.05)  # the same calibrated probabilities
 
 
+def test_malignancy_scaling_calibrates_without_reordering_cases():
+    from dermnode.models.classifier.calibration import (
+        MALIGNANT_COLUMNS, NO_SCALING, fit_malignancy_scaling, malignant_logit, scale_malignancy)
+    from dermnode.models.metrics.calibration import expected_calibration_error
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 8, (600,), generator=generator)
+    truth = MALIGNANT_COLUMNS[labels].numpy().astype(int)
+    logits = torch.nn.functional.one_hot(labels, 8).float() * 1.5 + torch.randn(600, 8, generator=generator)
+    loud = torch.softmax(logits * 4.0, dim=1)  # overconfident
+    scaling = fit_malignancy_scaling(loud, labels)
+    assert 0.05 <= scaling[0] < 0.6  # the overconfident logit is shrunk
+    scaled = scale_malignancy(loud, scaling)
+    assert torch.allclose(scaled.sum(1), torch.ones(600), atol=1e-5)
+    before, after = malignant_logit(loud), malignant_logit(scaled)
+    assert torch.equal(torch.argsort(before), torch.argsort(after))  # the ranking on malignancy is kept
+    malignant = MALIGNANT_COLUMNS
+    share = lambda p, group: p[:, group] / p[:, group].sum(1, keepdim=True)  # noqa: E731
+    assert torch.allclose(share(loud, malignant), share(scaled, malignant), atol=1e-4)
+    assert torch.allclose(share(loud, ~malignant), share(scaled, ~malignant), atol=1e-4)
+    ece = lambda p: expected_calibration_error(truth, torch.sigmoid(malignant_logit(p)).numpy())  # noqa: E731
+    assert ece(scaled) < 0.5 * ece(loud)
+    assert scale_malignancy(loud, NO_SCALING) is loud
+    assert fit_malignancy_scaling(loud, torch.zeros(600, dtype=torch.long)) == NO_SCALING  # only benign: nothing to fit
+
+
 def test_temperature_of_weak_separating_logits_reaches_its_bound_and_stays_finite():
-    from dermnode.models.classifier.train import fit_temperature
+    from dermnode.models.classifier.calibration import fit_temperature
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 8, (54,), generator=generator)
@@ -215,7 +241,7 @@ def test_both_stages_fit_calibrate_and_answer_without_metadata_from_the_image_he
     config = ClassifierConfig.for_profile("cpu", 9)
     net, probabilities = fit(cache, cache, radiomics, radiomics, config, settings, tmp_path, no_metadata_head="image")
     assert next(net.parameters()).device.type == "cpu" and net.config.no_metadata_head == "image"
-    assert net.config.temperature > 0 and net.config.image_temperature > 0
+    assert net.config.temperature > 0 and net.config.image_temperature == 1.0 and net.config.malignancy_scaling[0] > 0
     assert {"image", "image+metadata", "fused", "fused, no metadata"} <= set(probabilities)
     for probs in probabilities.values():
         assert probs.shape == (len(cache.labels), len(CLASS_CODES)) and np.allclose(probs.sum(1), 1, atol=1e-4)

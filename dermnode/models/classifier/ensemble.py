@@ -6,7 +6,7 @@ classifier's card, ``choices_on_the_left_out_source``), pairs scored above their
 between the two members with 12 epochs, a little above both with 24. The starter ships the pair of
 24-epoch networks trained on every source.
 The members must share the split, the radiomic feature selection, the preprocessing, the views and the
-head that answers without metadata; each keeps its own temperatures and its own feature gate (the
+head that answers without metadata; each keeps its own calibration (temperature, malignancy scaling) and its own feature gate (the
 ensemble refuses an image that any member finds atypical). The per-class Youden thresholds
 are chosen again on the ensemble's validation probabilities, and those validation figures go to the
 card as its ``evaluation``.
@@ -59,6 +59,7 @@ def member_note(card: ModelCard) -> dict:
     return {"version": card.version, "weights_sha256": card.weights_sha256,
             "seed": card.extra.get("settings", {}).get("seed"),
             "temperature": card.extra.get("temperature"), "image_temperature": card.extra.get("image_temperature"),
+            "malignancy_scaling": card.extra.get("malignancy_scaling"),
             "validation_from_cache": card.metrics.get("validation_from_cache")}
 
 
@@ -84,7 +85,7 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
                "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the ensemble on the validation split"},
     )
     gates = [m.gates[0] for m in members] if all(m.gates for m in members) else []
-    for per_member in ("settings", "temperature", "image_temperature"):
+    for per_member in ("settings", "temperature", "image_temperature", "malignancy_scaling"):
         card.extra.pop(per_member, None)
     if gates:
         card.extra["input_gate"] = ("refused when any member's feature gate refuses; each: "

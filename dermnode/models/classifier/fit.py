@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dermnode.contract import CLASS_CODES, PatientMetadata
+from dermnode.models.classifier.calibration import fit_malignancy_scaling, fit_temperature, scale_malignancy
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
 from dermnode.models.classifier.evaluate import MALIGNANT_INDEX, youden_thresholds
@@ -27,7 +28,6 @@ from dermnode.models.classifier.net import ABLATION_VARIANTS, PREPROCESSING_CHOI
 from dermnode.models.classifier.radiomics_cache import extend_cache, read_cache, record_key
 from dermnode.models.classifier.train import (
     TrainSettings,
-    fit_temperature,
     finetune_fused,
     head_probabilities,
     image_features,
@@ -142,7 +142,7 @@ def fit(
     no_metadata_head: str = "fused",
 ) -> tuple:
     """Both stages on ``train``; returns the network and the validation probabilities of each variant.
-    Both the fused head's and the image-only head's temperatures are fitted on ``val``."""
+    The fused head's temperature and the image-only head's malignancy scaling are fitted on ``val``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     net = new_network(config)
@@ -161,18 +161,20 @@ def fit(
         image_head = net.ablation_head("image").eval()
         empty = val_features.new_zeros((len(val_features), 0))
         image_logits = image_head(val_features, empty, empty)
-    temperature = fit_temperature(logits, torch.from_numpy(val.labels))
-    image_temperature = fit_temperature(image_logits, torch.from_numpy(val.labels))
-    net.config = replace(net.config, temperature=temperature, image_temperature=image_temperature,
+    labels = torch.from_numpy(val.labels)
+    temperature = fit_temperature(logits, labels)
+    image_probabilities = torch.softmax(image_logits, dim=1)
+    scaling = fit_malignancy_scaling(image_probabilities, labels)
+    net.config = replace(net.config, temperature=temperature, image_temperature=1.0, malignancy_scaling=scaling,
                          no_metadata_head=no_metadata_head)
     probabilities = {
         name: head_probabilities(net.ablation_head(name), val_features, val_meta, rad_val) for name in ABLATION_VARIANTS
     }
     probabilities["fused"] = torch.softmax(logits / temperature, dim=1).numpy()
     with torch.no_grad():
-        bare = (image_logits / image_temperature if no_metadata_head == "image"
-                else net.head(val_features, no_meta, rad_val) / temperature)
-        probabilities["fused, no metadata"] = torch.softmax(bare, 1).numpy()
+        bare = (scale_malignancy(image_probabilities, scaling) if no_metadata_head == "image"
+                else torch.softmax(net.head(val_features, no_meta, rad_val) / temperature, 1))
+        probabilities["fused, no metadata"] = bare.numpy()
     return net, probabilities
 
 
@@ -266,7 +268,8 @@ def train_classifier(
                else f" ({len(selection.names)} selected radiomic features are measured and reported, and train an "
                "ablation head, but stay out of the shipped head: they did not transfer to a left-out source)")
             + " into 64 units; late fusion through a 1024-wide layer into an 8-way softmax "
-            "(NV MEL BCC BKL AK SCC DF VASC), temperature-scaled; stage 1 image branch, stage 2 fused head on frozen "
+            "(NV MEL BCC BKL AK SCC DF VASC), temperature-scaled (the image-only head: P(malignant) Platt-scaled, "
+            "rank-keeping); stage 1 image branch, stage 2 fused head on frozen "
             "features then end-to-end fine-tune, metadata hidden at random (field-wise and all at once) so the "
             "image stands alone; cross-entropy weighted by (1/class frequency)^0.5"
             + stage1_recipe(settings)
@@ -287,7 +290,7 @@ def train_classifier(
             "class_thresholds_note": "Youden-optimal one-vs-rest thresholds of the fused model on the validation split",
             "veto": "malignant when P(MEL)+P(BCC)+P(AK)+P(SCC) >= the node's veto threshold (default 0.3)",
             "temperature": net.config.temperature,
-            "image_temperature": net.config.image_temperature,
+            "malignancy_scaling": list(net.config.malignancy_scaling),
             "no_metadata_head": no_metadata_head,
             "left_out_source": leave_out,
             "settings": settings.__dict__,

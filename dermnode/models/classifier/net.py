@@ -42,7 +42,9 @@ class ClassifierConfig:
     head_radiomics: bool = True  # the shipped (fused) head sees the radiomic features; the ablation heads always may
     tta_views: int = 1  # 1: the image as it is; 2 or 4: probabilities averaged over its flips (test-time augmentation)
     no_metadata_head: str = "fused"  # the head that answers when every metadata field is missing: "fused" or "image"
-    image_temperature: float = 1.0  # the image-only head's logits are divided by it (fitted on validation)
+    image_temperature: float = 1.0  # the image-only head's logits are divided by it (fitted on validation up to 0.6.0; 1 since)
+    # the image-only head's P(malignant) -> sigmoid(slope * logit + offset), rank-keeping (classifier.calibration)
+    malignancy_scaling: tuple[float, float] = (1.0, 0.0)
 
     @classmethod
     def for_profile(cls, profile: str, n_radiomics: int = 9, **preprocessing: Any) -> ClassifierConfig:

@@ -22,6 +22,7 @@ from dermnode.contract import (
     PatientMetadata,
     malignancy_probability,
 )
+from dermnode.models.classifier.calibration import scale_malignancy
 from dermnode.models.classifier.data import encode_metadata, prepare_pair
 from dermnode.models.classifier.net import (
     ABLATION_VARIANTS,
@@ -185,12 +186,14 @@ class FusionClassifier:
         return torch.stack([torch.softmax(net.head(f, meta, rad) / temperature, dim=1) for f in features]).mean(0)
 
     @staticmethod
-    def _image_only(net: FusionNet, features: list[torch.Tensor], temperature: float | None = None) -> torch.Tensor:
-        """A member's image-only head's probabilities (calibrated by ``image_temperature``), averaged over the views."""
+    def _image_only(net: FusionNet, features: list[torch.Tensor], calibrated: bool = True) -> torch.Tensor:
+        """A member's image-only head's probabilities, averaged over the views; ``calibrated``: by its
+        ``image_temperature`` and then its ``malignancy_scaling``."""
         head = net.ablation_head("image")
-        t = net.config.image_temperature if temperature is None else temperature
+        t = net.config.image_temperature if calibrated else 1.0
         empty = features[0].new_zeros((features[0].shape[0], 0))
-        return torch.stack([torch.softmax(head(f, empty, empty) / t, dim=1) for f in features]).mean(0)
+        mean = torch.stack([torch.softmax(head(f, empty, empty) / t, dim=1) for f in features]).mean(0)
+        return scale_malignancy(mean, net.config.malignancy_scaling) if calibrated else mean
 
     @torch.no_grad()
     def predict(
@@ -259,7 +262,7 @@ class FusionClassifier:
             out = {"fused": self._shipped(net, views, meta, rad, metadata),
                    FUSED_PLAIN: self._fused(net, views[:1], meta, rad),
                    FUSED_TTA: self._fused(net, views, meta, rad),
-                   IMAGE_TTA: self._image_only(net, views, temperature=1.0)}
+                   IMAGE_TTA: self._image_only(net, views, calibrated=False)}
             for name in ABLATION_VARIANTS:
                 out[name] = torch.softmax(net.ablation_head(name)(views[0], meta, rad), dim=1)
             each.append(out)

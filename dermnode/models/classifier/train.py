@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from dermnode.contract import CLASS_CODES, MALIGNANT_CODES
+from dermnode.contract import CLASS_CODES
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
+from dermnode.models.classifier.calibration import MALIGNANT_COLUMNS
 from dermnode.models.classifier.data import METADATA_FIELDS, ClassifierCache
 from dermnode.models.device import torch_device
 from dermnode.models.classifier.net import (
@@ -55,9 +56,6 @@ class TrainSettings:
     colour_jitter: float = 0.15  # training views: wider white-balance gains and saturation changes (see augment); 0: off;
     # 0 -> 0.15: +0.02 to +0.04 malignant AUROC (with and without metadata) on both left-out sources, two seeds each
     seed: int = 0
-
-
-_MALIGNANT = torch.tensor([code in MALIGNANT_CODES for code in CLASS_CODES])
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -141,23 +139,6 @@ def drop_metadata(metadata: torch.Tensor, share: float, generator: torch.Generat
         metadata[hide, values] = 0.0
         metadata[hide, flag] = 1.0
     return metadata
-
-
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Temperature scaling (Guo et al. 2017): the T in [0.05, 20] that minimises the validation NLL of logits / T.
-    A line search keeps the step finite where the NLL is flat (weak, near-zero logits)."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    temperature = float(log_t.detach().exp())
-    return min(max(temperature, 0.05), 20.0) if math.isfinite(temperature) else 1.0
 
 
 def _cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -252,7 +233,7 @@ def stage1_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     """Class-weighted cross-entropy on (soft) targets with label smoothing 0.05, plus ``malignant_weight`` x the
     binary cross-entropy of P(malignant) = the summed probability of the malignant classes."""
     smoothed = targets * 0.95 + 0.05 / len(CLASS_CODES)
-    log_p, malignant_class = F.log_softmax(logits, dim=1), _MALIGNANT.to(logits.device)
+    log_p, malignant_class = F.log_softmax(logits, dim=1), MALIGNANT_COLUMNS.to(logits.device)
     loss = -(smoothed * log_p * weights).sum() / (targets * weights).sum()  # as F.cross_entropy(weight=...) normalises
     if malignant_weight > 0:
         malignant = targets[:, malignant_class].sum(dim=1)
