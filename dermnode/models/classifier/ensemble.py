@@ -6,10 +6,10 @@ classifier's card, ``choices_on_the_left_out_source``), pairs scored above their
 between the two members with 12 epochs, a little above both with 24. The starter ships the pair of
 24-epoch networks trained on every source.
 The members must share the split, the radiomic feature selection, the preprocessing, the views and the
-head that answers without metadata; each keeps its own calibration (temperature, malignancy scaling) and its own feature gate (the
-ensemble refuses an image that any member finds atypical). The per-class Youden thresholds
-are chosen again on the ensemble's validation probabilities, and those validation figures go to the
-card as its ``evaluation``.
+head that answers without metadata; each keeps its own calibration (temperature, malignancy scaling)
+and its own feature gate (the ensemble refuses an image that any member finds atypical). The
+per-class Youden thresholds are chosen again on the ensemble's validation probabilities, and those
+validation figures go to the card as its ``evaluation``.
 """
 
 from __future__ import annotations
