@@ -394,6 +394,7 @@ def test_evaluate_classifier_command_runs_the_chain(small_cache, tmp_path):
     from typer.testing import CliRunner
 
     from dermnode.cli import app
+    from dermnode.models.classifier.evaluate import CHOICES
     from test_models_bcc_sk import small_data_folder
 
     records, _ = small_cache
@@ -407,6 +408,7 @@ def test_evaluate_classifier_command_runs_the_chain(small_cache, tmp_path):
     assert metrics["mask_sources"].get("expert") == with_mask
     assert sum(metrics["mask_sources"].values()) == 8  # the images without an expert mask were segmented
     assert set(metrics["ablation"]) >= {"image", "image+metadata", "image+metadata+radiomics"}
+    assert set(metrics["inference_choices"]) == set(CHOICES)  # every inference choice's probabilities were made
     for png in ("roc_malignant.png", "roc_per_class.png", "confusion.png"):
         assert (tmp_path / "out" / png).is_file()
 

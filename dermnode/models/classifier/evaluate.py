@@ -36,6 +36,8 @@ MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
 NO_METADATA = "fused, no metadata"
 NO_METADATA_PLAIN = f"{FUSED_PLAIN}, no metadata"
 NO_METADATA_TTA = f"{FUSED_TTA}, no metadata"
+#: the mean of the fused head (temperature-scaled, every metadata field missing) and the image-only head (plain softmax)
+BOTH_HEADS_NO_METADATA = "fused and image heads averaged, no metadata"
 #: Inference choices measured side by side: (probabilities with the cases' metadata, without any).
 CHOICES: dict[str, tuple[str, str]] = {
     "shipped (as the model's config answers)": ("fused", NO_METADATA),
@@ -43,6 +45,7 @@ CHOICES: dict[str, tuple[str, str]] = {
     "fused head, 4 flips": (FUSED_TTA, NO_METADATA_TTA),
     "fused head; image head when no metadata": (FUSED_PLAIN, "image"),
     "fused head, 4 flips; image head, 4 flips when no metadata": (FUSED_TTA, IMAGE_TTA),
+    "fused head; fused and image heads averaged when no metadata": (FUSED_PLAIN, BOTH_HEADS_NO_METADATA),
 }
 BCC, BKL = CLASS_CODES.index("BCC"), CLASS_CODES.index("BKL")
 
@@ -92,6 +95,7 @@ def run_chain(
         out = model.predict_variants(images, masks, [r.metadata for r in chunk], radiomics)
         bare = model.predict_variants(images, masks, [PatientMetadata()] * len(chunk), radiomics)
         out[NO_METADATA], out[NO_METADATA_PLAIN], out[NO_METADATA_TTA] = bare["fused"], bare[FUSED_PLAIN], bare[FUSED_TTA]
+        out[BOTH_HEADS_NO_METADATA] = (bare[FUSED_PLAIN] + bare["image"]) / 2
         for name, probs in out.items():
             variants.setdefault(name, []).append(probs)
     labels = np.array([CLASS_CODES.index(r.diagnosis) for r in records])
