@@ -62,6 +62,22 @@ def test_feature_gate_refuses_far_features_and_keeps_near_ones():
     assert np.allclose(again.distances(validation), gate.distances(validation), rtol=1e-4)
 
 
+def test_gate_limits_scaled_by_the_budget_scale_refuse_the_budget_share_of_validation():
+    from dermnode.models.input_gate.checks import budget_scale
+
+    rng = np.random.default_rng(0)
+    train, validation = rng.normal(size=(500, 16)), rng.normal(size=(2000, 16))
+    gates = [FeatureGate.fit(train, validation), FeatureGate.fit(train + 0.2, validation)]
+    largest = np.max([g.atypicality(validation) for g in gates], axis=0)  # as an ensemble decides
+    assert (largest > 1).mean() < 0.001  # each member's margin lets nearly every validation case through
+    scale = budget_scale(largest, budget=0.01)
+    assert scale < 1
+    scaled = [g.scaled(scale) for g in gates]
+    refused = (np.max([g.atypicality(validation) for g in scaled], axis=0) > 1).mean()
+    assert refused == pytest.approx(0.01, abs=0.001)
+    assert np.allclose(scaled[0].distances(validation), gates[0].distances(validation))  # only the limit moves
+
+
 @pytest.mark.skipif(not (STARTER_DIR / "classifier" / "model_card.json").is_file(), reason="no starter classifier yet")
 def test_starter_gate_refuses_photographs_and_passes_dermoscopy(dermoscopy):
     from dermnode.models.classifier import FusionClassifier

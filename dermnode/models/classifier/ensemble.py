@@ -7,7 +7,8 @@ between the two members with 12 epochs, a little above both with 24. The starter
 24-epoch networks trained on every source.
 The members must share the split, the radiomic feature selection, the preprocessing, the views and the
 head that answers without metadata; each keeps its own calibration (temperature, malignancy scaling)
-and its own feature gate (the ensemble refuses an image that any member finds atypical). The
+and its own feature gate (the ensemble refuses an image that any member finds atypical; the limits
+are scaled together so that FALSE_REFUSAL_BUDGET of the validation images are refused). The
 per-class Youden thresholds are chosen again on the ensemble's validation probabilities, and those
 validation figures go to the card as its ``evaluation``.
 """
@@ -19,10 +20,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from dermnode.models.classifier.evaluate import classification_metrics, run_chain, youden_thresholds
 from dermnode.models.classifier.net import PREPROCESSING_CHOICES
 from dermnode.models.classifier.predict import FusionClassifier
-from dermnode.models.dataset_index import SPLIT_FILE, Split, load_records, one_row_per_image
+from dermnode.models.dataset_index import SPLIT_FILE, ImageRecord, Split, load_records, one_row_per_image
+from dermnode.models.images import load_rgb
+from dermnode.models.input_gate.checks import FALSE_REFUSAL_BUDGET, budget_scale
+from dermnode.models.input_gate.evaluate import gate_atypicality
 from dermnode.models.model_card import ModelCard
 
 #: what every member's configuration must share (the preprocessing, the views, the metadata-less head)
@@ -70,6 +76,15 @@ def load_members(member_dirs: Sequence[Path]) -> list[FusionClassifier]:
     return members
 
 
+def gate_budget_scale(ensemble: FusionClassifier, records: Sequence[ImageRecord], progress: bool = True) -> float:
+    """The factor for the members' gate limits under which the ensemble refuses FALSE_REFUSAL_BUDGET of
+    ``records`` (validation dermoscopy). The members' own limits (a margin above a quantile of each
+    network's validation distances) let through more, and more pictures that are not dermoscopy, once
+    the largest over several networks decides and colour jitter makes the features less colour-bound."""
+    views = gate_atypicality(ensemble, (load_rgb(r.image_path) for r in records), progress)
+    return budget_scale(np.array([a for reason, a in views if reason is None]))
+
+
 def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], data_dir: Path, out_dir: Path,
             version: str, progress: bool = True) -> dict:
     """Write the ensemble of ``members`` (from :func:`load_members`) to ``out_dir``, with the split of the
@@ -94,6 +109,12 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
     split = Split.load(Path(member_dirs[0]) / SPLIT_FILE)
     records = split.validation(one_row_per_image(load_records(data_dir)))
     outputs = run_chain(ensemble, records, progress=progress)
+    if gates:
+        scale = gate_budget_scale(ensemble, records, progress)
+        ensemble.gates = [gate.scaled(scale) for gate in gates]
+        card.extra["input_gate"] += (f"; the ensemble multiplies every limit by {scale:.3f}, so that "
+                                     f"{FALSE_REFUSAL_BUDGET:.1%} of the validation images (as the node segments "
+                                     "them) are refused")
     card.extra["class_thresholds"] = youden_thresholds(outputs.labels, outputs.probabilities["fused"])
     metrics = classification_metrics(outputs, card.extra["class_thresholds"])
     summary = {k: v for k, v in metrics.items() if k != "confusion_matrix"}

@@ -235,13 +235,18 @@ class FusionClassifier:
         rgb, mask, _, _ = self._inputs(images, masks, [PatientMetadata()] * len(images), [None] * len(images))
         return [net.image(rgb, mask).cpu().numpy() for net in self.members]
 
+    def atypicality(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
+        """For each image, the largest over the members' feature gates of its distance / that gate's limit
+        (above 1: refused); zeros when the model has no gates."""
+        if not self.gates or len(images) == 0:
+            return np.zeros(len(images))
+        features = self.image_features(images, masks)
+        return np.max([g.atypicality(f) for g, f in zip(self.gates, features)], axis=0)
+
     def atypical(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> list[str | None]:
         """For each image, why it does not look like dermoscopy to this model ("not analysable: ..."), or None:
         the largest atypicality over the members' gates decides."""
-        if not self.gates or len(images) == 0:
-            return [None] * len(images)
-        features = self.image_features(images, masks)
-        return atypicality_problems(np.max([g.atypicality(f) for g, f in zip(self.gates, features)], axis=0))
+        return atypicality_problems(self.atypicality(images, masks))
 
     @torch.no_grad()
     def predict_variants(

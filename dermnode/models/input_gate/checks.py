@@ -25,6 +25,8 @@ from dermnode.models.images import as_rgb
 NOT_ANALYSABLE = "not analysable"
 #: The feature gate's limit: GATE_MARGIN x the GATE_QUANTILE of the validation images' distances.
 GATE_QUANTILE, GATE_MARGIN = 0.995, 1.4
+#: An ensemble's feature gates refuse this share of its validation dermoscopy (0.6.0's refused 4 of 2422)
+FALSE_REFUSAL_BUDGET = 0.002
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ def image_problem(image: np.ndarray, limits: GateLimits = GateLimits()) -> str |
     return None
 
 
+def budget_scale(atypicality: np.ndarray, budget: float = FALSE_REFUSAL_BUDGET) -> float:
+    """The factor for every feature gate's limit under which a ``budget`` share of these atypicalities
+    (of real dermoscopy, the largest over an ensemble's gates) stays above the limit."""
+    return float(np.quantile(np.asarray(atypicality, dtype=float), 1.0 - budget))
+
+
 def atypicality_problems(atypicality: np.ndarray) -> list[str | None]:
     """The refusal of each image whose atypicality (distance / threshold) is above 1, else None."""
     return [f"{NOT_ANALYSABLE}: does not look like a dermoscopic image (atypicality {a:.1f}x the limit)" if a > 1 else None
@@ -109,6 +117,10 @@ class FeatureGate:
     def distances(self, features: np.ndarray) -> np.ndarray:
         centred = np.asarray(features, dtype=np.float32) - self.mean
         return np.sqrt(np.maximum(np.einsum("nf,fg,ng->n", centred, self.precision, centred), 0.0))
+
+    def scaled(self, factor: float) -> FeatureGate:
+        """The same gate with its limit multiplied by ``factor``."""
+        return FeatureGate(self.mean, self.precision, self.threshold * factor)
 
     def atypicality(self, features: np.ndarray) -> np.ndarray:
         """Distances as multiples of the threshold (above 1: refused)."""

@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from dermnode.models.classifier.predict import FusionClassifier
-from dermnode.models.input_gate.checks import image_problem
+from dermnode.models.input_gate.checks import atypicality_problems, image_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -23,22 +23,32 @@ def reason_kind(reason: str) -> str:
     return reason.split(": ", 1)[-1].split(" (")[0]
 
 
-def gate_decisions(model: FusionClassifier, images: Iterable[np.ndarray], progress: bool = True) -> list[str | None]:
-    """The gate's reason for each image, or None where it lets the image through."""
+def gate_atypicality(
+    model: FusionClassifier, images: Iterable[np.ndarray], progress: bool = True
+) -> list[tuple[str | None, float | None]]:
+    """For each image, in the node's order: the pixel checks' reason (and no atypicality), or None and the
+    image's atypicality to the classifier's feature gates with the node's own lesion mask."""
     from tqdm import tqdm
 
     from dermnode.models.segmentation.predict import LesionSegmenter
 
     segmenter = LesionSegmenter.load()
-    decisions: list[str | None] = []
+    out: list[tuple[str | None, float | None]] = []
     for image in tqdm(images, desc="input gate", disable=not progress):
         reason = image_problem(image)
-        if reason is None:
-            mask = segmenter.predict([image])[0].mask
-            mask = mask if mask is not None and mask.any() else None
-            reason = model.atypical([image], [mask])[0]
-        decisions.append(reason)
-    return decisions
+        if reason is not None:
+            out.append((reason, None))
+            continue
+        mask = segmenter.predict([image])[0].mask
+        mask = mask if mask is not None and mask.any() else None
+        out.append((None, float(model.atypicality([image], [mask])[0])))
+    return out
+
+
+def gate_decisions(model: FusionClassifier, images: Iterable[np.ndarray], progress: bool = True) -> list[str | None]:
+    """The gate's reason for each image, or None where it lets the image through."""
+    return [reason if reason is not None else atypicality_problems(np.array([a]))[0]
+            for reason, a in gate_atypicality(model, images, progress)]
 
 
 def refusal_summary(decisions: list[str | None]) -> dict:
