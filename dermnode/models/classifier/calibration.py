@@ -13,6 +13,7 @@ group, so no two cases change order on malignancy.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,20 +27,26 @@ _EPS = 1e-6
 _SLOPE_BOUNDS = (0.05, 20.0)  # a positive slope: the map stays increasing
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Temperature scaling (Guo et al. 2017): the T in [0.05, 20] that minimises the validation NLL of logits / T.
-    A line search keeps the step finite where the NLL is flat (weak, near-zero logits)."""
-    log_t = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+def _minimise(parameters: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``parameters`` (a leaf tensor) after L-BFGS on ``loss``; the line search keeps the step finite where
+    the loss is flat."""
+    optimizer = torch.optim.LBFGS([parameters], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
+        value = loss(parameters)
+        value.backward()
+        return value
 
     optimizer.step(closure)
-    temperature = float(log_t.detach().exp())
+    return parameters.detach()
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017): the T in [0.05, 20] that minimises the validation NLL of logits / T
+    (finite also where the NLL is flat: weak, near-zero logits)."""
+    log_t = _minimise(torch.zeros(1, requires_grad=True), lambda log_t: F.cross_entropy(logits / log_t.exp(), labels))
+    temperature = float(log_t.exp())
     return min(max(temperature, 0.05), 20.0) if math.isfinite(temperature) else 1.0
 
 
@@ -57,17 +64,9 @@ def fit_malignancy_scaling(probabilities: torch.Tensor, labels: torch.Tensor) ->
     y = MALIGNANT_COLUMNS[labels].float()
     if y.min() == y.max():
         return NO_SCALING
-    params = torch.tensor([1.0, 0.0], requires_grad=True)
-    optimizer = torch.optim.LBFGS([params], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    slope, offset = (float(v) for v in params.detach())
+    params = _minimise(torch.tensor([1.0, 0.0], requires_grad=True),
+                       lambda p: F.binary_cross_entropy_with_logits(p[0] * x + p[1], y))
+    slope, offset = (float(v) for v in params)
     if not (math.isfinite(slope) and math.isfinite(offset)):
         return NO_SCALING
     return min(max(slope, _SLOPE_BOUNDS[0]), _SLOPE_BOUNDS[1]), offset

@@ -102,9 +102,6 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
     gates = [m.gates[0] for m in members] if all(m.gates for m in members) else []
     for per_member in ("settings", "temperature", "image_temperature", "malignancy_scaling"):
         card.extra.pop(per_member, None)
-    if gates:
-        card.extra["input_gate"] = ("refused when any member's feature gate refuses; each: "
-                                    + "; ".join(m.card.extra.get("input_gate", "") for m in members))
     ensemble = FusionClassifier([m.net for m in members], members[0].selection, card, gates=gates)
     split = Split.load(Path(member_dirs[0]) / SPLIT_FILE)
     records = split.validation(one_row_per_image(load_records(data_dir)))
@@ -112,9 +109,11 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
     if gates:
         scale = gate_budget_scale(ensemble, records, progress)
         ensemble.gates = [gate.scaled(scale) for gate in gates]
-        card.extra["input_gate"] += (f"; the ensemble multiplies every limit by {scale:.3f}, so that "
-                                     f"{FALSE_REFUSAL_BUDGET:.1%} of the validation images (as the node segments "
-                                     "them) are refused")
+        card.extra["input_gate"] = ("refused when any member's feature gate refuses; each: "
+                                    + "; ".join(m.card.extra.get("input_gate", "") for m in members)
+                                    + f"; the ensemble multiplies every limit by {scale:.3f}, so that "
+                                    f"{FALSE_REFUSAL_BUDGET:.1%} of the validation images (as the node segments "
+                                    "them) are refused")
     card.extra["class_thresholds"] = youden_thresholds(outputs.labels, outputs.probabilities["fused"])
     metrics = classification_metrics(outputs, card.extra["class_thresholds"])
     summary = {k: v for k, v in metrics.items() if k != "confusion_matrix"}
