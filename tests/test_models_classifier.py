@@ -431,13 +431,14 @@ def test_preprocessing_choices_override_the_profile_and_nothing_else():
         ClassifierConfig.for_profile("cpu", image_size=64)
 
 
-def _member(directory: Path, selection, seed: int, split_ids: list[str], **config) -> Path:
-    """An untrained network (initial weights drawn with ``seed``) saved as a classifier with a split."""
+def _member(directory: Path, selection, seed: int, split_ids: list[str], train_ids: list[str] = (), **config) -> Path:
+    """An untrained network (initial weights drawn with ``seed``) saved as a classifier with a split
+    (``split_ids`` the validation images)."""
     from dermnode.models.dataset_index import Split
 
     torch.manual_seed(seed)
     net = FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32), n_radiomics=3, **config))
-    split = Split(1, 0.5, (), tuple(split_ids), "lesion")
+    split = Split(1, 0.5, tuple(train_ids), tuple(split_ids), "lesion")
     card = ModelCard("dermnode-fusion-classifier", f"test-{seed}", "test network", "cpu", "classifier.pt",
                      split_ids=split.card_ids(), extra={"settings": {"seed": seed}})
     FusionClassifier(net, selection, card).save(directory, card)
@@ -534,6 +535,44 @@ def test_classifier_ensemble_command_measures_thresholds_and_figures_on_validati
     refused = runner.invoke(app, ["train", "classifier-ensemble", "--member", members[0], "--member", members[0],
                                   "--data", str(tmp_path), "--out", str(tmp_path / "twice")])
     assert refused.exit_code == 2 and "same weights" in refused.output and "Traceback" not in refused.output
+
+
+def test_input_gate_command_fits_gates_on_pooled_and_style_features_of_trained_weights(saved_classifier, small_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from dermnode.cli import app
+    from dermnode.models.dataset_index import Split
+    from dermnode.models.images import load_mask, load_rgb
+    from test_models_bcc_sk import small_data_folder
+
+    directory, _, _ = saved_classifier
+    records, _ = small_cache
+    small_data_folder(tmp_path, records)
+    selection = FeatureSelection.load(directory / SELECTION_FILE)  # (a test above spoils the weights)
+    ids = [r.image_id for r in records]
+    members = [FusionClassifier.load(_member(tmp_path / f"m{seed}", selection, seed, ids[4:], ids[:4])) for seed in (1, 2)]
+    card = ModelCard("dermnode-fusion-classifier", "test-ensemble", "ensemble", "cpu", "classifier.pt")
+    FusionClassifier([m.net for m in members], selection, card).save(tmp_path / "pair", card)
+    Split.load(tmp_path / "m1").save(tmp_path / "pair")
+    runner = CliRunner()
+    gate = lambda weights, work, out: runner.invoke(app, [  # noqa: E731
+        "train", "input-gate", "--weights", str(tmp_path / weights), "--data", str(tmp_path), "--work", str(tmp_path / work),
+        "--out", str(tmp_path / out), "--version", "test-gated"])
+    result = gate("m1", "work", "gated")
+    assert result.exit_code == 0, result.output
+    model = FusionClassifier.load(tmp_path / "gated")
+    assert model.card.version == "test-gated" and (tmp_path / "gated" / "split.json").is_file()
+    assert len(model.gates) == 1 and model.gates[0].with_style
+    assert len(model.gates[0].mean) == 32 + 2 * (8 + 16)  # pooled, then the first two stages' channel means and spreads
+    images, masks = [load_rgb(r.image_path) for r in records], [load_mask(r.mask_path) for r in records]
+    assert model.image_features(images, masks)[0].shape == (len(images), len(model.gates[0].mean))
+    assert np.isfinite(model.atypicality(images, masks)).all()
+    result = gate("pair", "work", "gated-pair")  # the same split: the cached images serve again
+    assert result.exit_code == 0 and "multiplies every limit" in result.output, result.output
+    assert len(FusionClassifier.load(tmp_path / "gated-pair").gates) == 2
+    _member(tmp_path / "other", selection, 3, ids[5:], ids[:3])
+    refused = gate("other", "work", "gated-other")  # another split's images are not in that cache
+    assert refused.exit_code == 2 and "other images" in refused.output and "Traceback" not in refused.output, refused.output
 
 
 def test_mixstyle_gives_each_image_statistics_between_its_own_and_a_partners_and_keeps_its_content():

@@ -1,5 +1,6 @@
 """The input gate: greyscale, blank, over-exposed, tiny and very blurred images are not analysable;
-real dermoscopy passes. Real photographs that are not skin come from scikit-image's samples."""
+real dermoscopy passes. Real photographs that are not skin come from scikit-image's and
+scikit-learn's samples."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def test_feature_gate_refuses_far_features_and_keeps_near_ones():
     far = gate.problems(rng.normal(loc=3.0, size=(20, 16)))
     assert all(p and p.startswith("not analysable: does not look like") for p in far)
     again = FeatureGate.from_payload(gate.as_payload())
-    assert np.allclose(again.distances(validation), gate.distances(validation), rtol=1e-4)
+    assert np.allclose(again.distances(validation), gate.distances(validation), rtol=1e-4) and not again.with_style
+    styled = FeatureGate.fit(train, validation, with_style=True)
+    assert FeatureGate.from_payload(styled.as_payload()).with_style and styled.scaled(0.5).with_style
 
 
 def test_gate_limits_scaled_by_the_budget_scale_refuse_the_budget_share_of_validation():
@@ -85,7 +88,10 @@ def test_starter_gate_refuses_photographs_and_passes_dermoscopy(dermoscopy):
 
     model = FusionClassifier.load()
     assert len(model.gates) == len(model.members)  # one feature gate per network of the ensemble
-    photos = [skimage_data.astronaut(), skimage_data.coffee(), skimage_data.rocket(), skimage_data.hubble_deep_field()]
+    from sklearn.datasets import load_sample_images
+
+    photos = [skimage_data.astronaut(), skimage_data.coffee(), skimage_data.rocket(), skimage_data.hubble_deep_field(),
+              skimage_data.stereo_motorcycle()[0], *load_sample_images().images]  # + a temple and a flower
     decisions = gate_decisions(model, photos, progress=False)
     assert all(d and d.startswith("not analysable") for d in decisions), decisions
     refused = [d for d in gate_decisions(model, dermoscopy[:150], progress=False) if d]

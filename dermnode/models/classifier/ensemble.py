@@ -85,6 +85,17 @@ def gate_budget_scale(ensemble: FusionClassifier, records: Sequence[ImageRecord]
     return budget_scale(np.array([a for reason, a in views if reason is None]))
 
 
+def scale_gates_to_budget(ensemble: FusionClassifier, records: Sequence[ImageRecord], notes: Sequence[str],
+                          progress: bool = True) -> str:
+    """Multiply every gate's limit by :func:`gate_budget_scale` on ``records``; the card's words for the
+    ensemble's gate, given each member's (``notes``)."""
+    scale = gate_budget_scale(ensemble, records, progress)
+    ensemble.gates = [gate.scaled(scale) for gate in ensemble.gates]
+    return ("refused when any member's feature gate refuses; each: " + "; ".join(notes)
+            + f"; the ensemble multiplies every limit by {scale:.3f}, so that {FALSE_REFUSAL_BUDGET:.1%} of the "
+            "validation images (as the node segments them) are refused")
+
+
 def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], data_dir: Path, out_dir: Path,
             version: str, progress: bool = True) -> dict:
     """Write the ensemble of ``members`` (from :func:`load_members`) to ``out_dir``, with the split of the
@@ -107,13 +118,8 @@ def combine(members: Sequence[FusionClassifier], member_dirs: Sequence[Path], da
     records = split.validation(one_row_per_image(load_records(data_dir)))
     outputs = run_chain(ensemble, records, progress=progress)
     if gates:
-        scale = gate_budget_scale(ensemble, records, progress)
-        ensemble.gates = [gate.scaled(scale) for gate in gates]
-        card.extra["input_gate"] = ("refused when any member's feature gate refuses; each: "
-                                    + "; ".join(m.card.extra.get("input_gate", "") for m in members)
-                                    + f"; the ensemble multiplies every limit by {scale:.3f}, so that "
-                                    f"{FALSE_REFUSAL_BUDGET:.1%} of the validation images (as the node segments "
-                                    "them) are refused")
+        notes = [m.card.extra.get("input_gate", "") for m in members]
+        card.extra["input_gate"] = scale_gates_to_budget(ensemble, records, notes, progress)
     card.extra["class_thresholds"] = youden_thresholds(outputs.labels, outputs.probabilities["fused"])
     metrics = classification_metrics(outputs, card.extra["class_thresholds"])
     summary = {k: v for k, v in metrics.items() if k != "confusion_matrix"}

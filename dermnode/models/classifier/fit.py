@@ -41,14 +41,14 @@ from dermnode.models.dataset_index import (
     split_by_lesion,
     training_images,
 )
-from dermnode.models.input_gate.checks import GATE_MARGIN, GATE_QUANTILE, FeatureGate
+from dermnode.models.classifier.gates import fit_feature_gate, gate_note
 from dermnode.models.metrics.classification import one_vs_rest_auroc, roc_auc
 from dermnode.models.model_card import ModelCard
 from dermnode.models.radiomics import FeatureSelection
 
 log = logging.getLogger(__name__)
 SEGMENTER_KEY = "segmenter_sha256"
-VERSION = "0.7.0"
+VERSION = "0.7.1"  # 0.7.1: the feature gate also reads the early stages' style statistics
 
 
 def stage1_recipe(settings: TrainSettings) -> str:
@@ -178,6 +178,31 @@ def fit(
     return net, probabilities
 
 
+def cache_file(config: ClassifierConfig, masks: str, work_dir: Path) -> Path:
+    """Where the work directory keeps the images prepared as ``config`` says, with ``masks`` masks."""
+    return Path(work_dir) / f"cache_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
+
+
+def cached_images(records: list[ImageRecord], config: ClassifierConfig, masks: str, work_dir: Path,
+                  predicted: dict[str, np.ndarray | None]) -> ClassifierCache:
+    """The ``records``' images prepared as ``config`` says, from the work directory's cache, else built and
+    kept there: with the expert mask where present (``masks="expert"``), else the segmenter's from ``predicted``."""
+    path = cache_file(config, masks, work_dir)
+    if path.is_file():
+        return ClassifierCache.load(path)
+
+    def mask_for(record: ImageRecord) -> tuple[np.ndarray | None, str]:
+        if masks == "expert" and record.mask_path is not None:
+            return expert_mask(record)
+        mask = predicted.get(record_key(record))
+        return mask, "none" if mask is None else "predicted"
+
+    cache = build_cache(records, config.image_size, mask_for=mask_for, colour_constancy=config.colour_constancy,
+                        crop_margin=config.crop_margin)
+    cache.save(path)
+    return cache
+
+
 def training_records(data_dir: Path, leave_out: str | None = None) -> list[ImageRecord]:
     """Every labelled image of the data folder once, without the ``leave_out`` source and its lesions."""
     return training_images([r for r in load_records(data_dir) if r.diagnosis is not None], leave_out)
@@ -214,23 +239,10 @@ def train_classifier(
     split = split_by_lesion(records=records)
     every = masks == "predicted"
     config = ClassifierConfig.for_profile(profile, **(preprocessing or {}))
-    cache_path = work_dir / f"cache_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
     radiomics_path = work_dir / "radiomics.jsonl"
-    cached = cache_path.is_file() and set(map(record_key, records)) <= set(read_cache(radiomics_path))
+    cached = cache_file(config, masks, work_dir).is_file() and set(map(record_key, records)) <= set(read_cache(radiomics_path))
     predicted = {} if cached else predicted_masks(records, work_dir, every=every)  # a warm work directory needs none
-
-    def mask_for(record: ImageRecord) -> tuple[np.ndarray | None, str]:
-        if not every and record.mask_path is not None:
-            return expert_mask(record)
-        mask = predicted.get(record_key(record))
-        return mask, "none" if mask is None else "predicted"
-
-    if cache_path.is_file():
-        cache = ClassifierCache.load(cache_path)
-    else:
-        cache = build_cache(records, config.image_size, mask_for=mask_for, colour_constancy=config.colour_constancy,
-                            crop_margin=config.crop_margin)
-        cache.save(cache_path)
+    cache = cached_images(records, config, masks, work_dir, predicted)
     entries = extend_cache(
         radiomics_path,
         records,
@@ -303,17 +315,6 @@ def train_classifier(
     split.save(out_dir)
     (work_dir / "validation_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def fit_feature_gate(net, train: ClassifierCache, val: ClassifierCache) -> FeatureGate:
-    """The input gate's feature statistics from the (plain, unaugmented) training and validation images."""
-    return FeatureGate.fit(image_features(net, train)[0].numpy(), image_features(net, val)[0].numpy())
-
-
-def gate_note(gate: FeatureGate) -> str:
-    return (f"Mahalanobis distance of the image branch's {len(gate.mean)} features to the training images' "
-            f"(Ledoit-Wolf covariance); refused above {gate.threshold:.2f}, {GATE_MARGIN} x the {GATE_QUANTILE:.1%} "
-            "quantile of the validation images' distances")
 
 
 def cross_validate(

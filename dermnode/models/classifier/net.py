@@ -149,6 +149,18 @@ class ImageBranch(nn.Module):
         x = torch.cat([(rgb - self.mean) / self.std, mask * 2.0 - 1.0], dim=1)
         return self.backbone(x)
 
+    def with_style(self, rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The pooled features followed by each style stage's channel means and standard deviations:
+        what the image shows and how it looks (the input gate reads both)."""
+        outputs: list[torch.Tensor] = []
+        handles = [stage.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for stage in self.style_stages()]
+        try:
+            pooled = self(rgb, mask)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([pooled, *(torch.cat([o.mean(dim=(2, 3)), o.std(dim=(2, 3))], dim=1) for o in outputs)], dim=1)
+
 
 class FusionHead(nn.Module):
     """Quantitative branch (early fusion of metadata and radiomics) + late fusion into 8 logits.

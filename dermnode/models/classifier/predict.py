@@ -231,9 +231,12 @@ class FusionClassifier:
 
     @torch.no_grad()
     def image_features(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-        """Each member's image-branch features (cases x F) of the classifier's view of each image."""
+        """Each member's image-branch features (cases x F) of the classifier's view of each image, as
+        that member's feature gate reads them (with the style statistics where it was fitted on them)."""
         rgb, mask, _, _ = self._inputs(images, masks, [PatientMetadata()] * len(images), [None] * len(images))
-        return [net.image(rgb, mask).cpu().numpy() for net in self.members]
+        styled = [gate.with_style for gate in self.gates] or [False] * len(self.members)
+        return [(net.image.with_style if style else net.image)(rgb, mask).cpu().numpy()
+                for net, style in zip(self.members, styled)]
 
     def atypicality(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None]) -> np.ndarray:
         """For each image, the largest over the members' feature gates of its distance / that gate's limit

@@ -149,9 +149,11 @@ def _cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.l
 
 
 @torch.no_grad()
-def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128, views: int = 1, seed: int = 0):
+def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128, views: int = 1, seed: int = 0,
+                   with_style: bool = False):
     """Image-branch features of every cached image: ``views`` = 1 is the plain image; more views add
-    augmented copies (used to train heads on frozen features without them memorising the training set)."""
+    augmented copies (used to train heads on frozen features without them memorising the training set).
+    ``with_style``: followed by the early stages' style statistics (the input gate's features)."""
     net.eval()
     size, device = net.config.image_size, _device(net)
     generator = torch.Generator().manual_seed(seed)
@@ -163,7 +165,7 @@ def image_features(net: FusionNet, cache: ClassifierCache, batch_size: int = 128
             rgb, mask = (t.to(device) for t in to_tensors(cache, index, size))
             if view:
                 rgb, mask = augment(rgb, mask, generator, mask_dropout=0.0)
-            chunks.append(net.image(rgb, mask).cpu())
+            chunks.append((net.image.with_style if with_style else net.image)(rgb, mask).cpu())
         out.append(torch.cat(chunks))
     return torch.stack(out)  # views x N x F, on the CPU
 

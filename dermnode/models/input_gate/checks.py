@@ -4,7 +4,10 @@ Two parts. :func:`image_problem` looks at the pixels alone (cheap, before segmen
 greyscale, blank, over-exposed, very blurred. :class:`FeatureGate` looks at what the classifier's
 image branch makes of the lesion crop: a Mahalanobis distance to the training images' features
 above the gate's threshold (a margin above a high quantile of the validation images' distances) means the picture
-is unlike any dermoscopy the model has seen (a photograph of a face, a cat, a fundus, a slide).
+is unlike any dermoscopy the model has seen (a photograph of a face, a cat, a fundus, a slide). A gate
+``with_style`` reads, besides the pooled features (what the crop shows), the style statistics of the
+branch's first two stages (how it looks: each channel's mean and spread), which set flowers, motorcycles
+and landscapes further apart from dermoscopy (`dermnode evaluate gate`).
 
 The limits were set on 400-600 of the data folder's images (ISIC/HAM10000: smallest side 150 px,
 75th percentile of chroma at least 8, contrast at least 6, fine detail at least 0.51 grey levels,
@@ -14,7 +17,7 @@ dermoscopy passes; ``dermnode evaluate gate`` reports the refusal rates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -97,11 +100,12 @@ class FeatureGate:
     mean: np.ndarray  # F
     precision: np.ndarray  # F x F (inverse of the shrunk covariance)
     threshold: float  # distances above it are refused
+    with_style: bool = False  # the features are ImageBranch.with_style's (else the pooled features alone)
 
     @classmethod
     def fit(
         cls, train_features: np.ndarray, validation_features: np.ndarray,
-        quantile: float = GATE_QUANTILE, margin: float = GATE_MARGIN,
+        quantile: float = GATE_QUANTILE, margin: float = GATE_MARGIN, with_style: bool = False,
     ) -> FeatureGate:
         """Mean and Ledoit-Wolf covariance on training features; threshold = ``margin`` x the ``quantile``
         of the validation features' distances. At margin 1 about 1 - quantile of real dermoscopy would
@@ -110,9 +114,9 @@ class FeatureGate:
         from sklearn.covariance import LedoitWolf
 
         estimate = LedoitWolf().fit(np.asarray(train_features, dtype=np.float64))
-        gate = cls(estimate.location_.astype(np.float32), estimate.precision_.astype(np.float32), 0.0)
+        gate = cls(estimate.location_.astype(np.float32), estimate.precision_.astype(np.float32), 0.0, with_style)
         threshold = margin * float(np.quantile(gate.distances(validation_features), quantile))
-        return cls(gate.mean, gate.precision, threshold)
+        return replace(gate, threshold=threshold)
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         centred = np.asarray(features, dtype=np.float32) - self.mean
@@ -120,7 +124,7 @@ class FeatureGate:
 
     def scaled(self, factor: float) -> FeatureGate:
         """The same gate with its limit multiplied by ``factor``."""
-        return FeatureGate(self.mean, self.precision, self.threshold * factor)
+        return replace(self, threshold=self.threshold * factor)
 
     def atypicality(self, features: np.ndarray) -> np.ndarray:
         """Distances as multiples of the threshold (above 1: refused)."""
@@ -133,8 +137,9 @@ class FeatureGate:
         import torch
 
         return {"mean": torch.from_numpy(self.mean), "precision": torch.from_numpy(self.precision),
-                "threshold": torch.tensor(self.threshold)}
+                "threshold": torch.tensor(self.threshold), "with_style": self.with_style}
 
     @classmethod
     def from_payload(cls, payload: dict) -> FeatureGate:
-        return cls(payload["mean"].float().numpy(), payload["precision"].float().numpy(), float(payload["threshold"]))
+        return cls(payload["mean"].float().numpy(), payload["precision"].float().numpy(), float(payload["threshold"]),
+                   bool(payload.get("with_style", False)))

@@ -1,8 +1,8 @@
-"""`dermnode evaluate gate`.
+"""`dermnode evaluate gate` and `dermnode train input-gate`.
 
-:func:`register` adds the command to the `evaluate` sub-app of :mod:`dermnode.models.cli` (the gate
-has nothing to train of its own: its feature gate is fitted with the classifier). Heavy libraries
-load inside the command function.
+:func:`register` adds the commands to the `evaluate` and `train` sub-apps of :mod:`dermnode.models.cli`
+(the feature gates are fitted with the classifier; `train input-gate` fits them again for trained
+weights). Heavy libraries load inside the command functions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import typer
 
-from dermnode.models.command_options import SOURCE, SUBSET, WEIGHTS, data_folder, select_records, set_threads
+from dermnode.errors import UserError
+from dermnode.models.command_options import DATA, SOURCE, SUBSET, WEIGHTS, data_folder, select_records, set_threads
 
 
 def evaluate_gate(
@@ -51,8 +52,26 @@ def evaluate_gate(
     (out / "gate.json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(json.dumps(report, indent=2))
 
+def train_input_gate(
+    weights: Path = typer.Option(..., "--weights", help="a trained classifier's weights directory (one network or an ensemble)"),
+    data: Path = DATA,
+    work: Path = typer.Option(..., "--work", help="cache of the prepared images (give an empty folder for other weights)"),
+    out: Path | None = typer.Option(None, "--out", help="weights directory to write (default: --weights, in place)"),
+    version: str | None = typer.Option(None, "--version", help="the card's new version (default: unchanged)"),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
+) -> None:
+    """Fit the feature gates of trained classifier weights again, on the images of their own split."""
+    from dermnode.models.input_gate.refit import refit_gates
+
+    set_threads(threads)
+    try:
+        model = refit_gates(weights, data, work, out or weights, version)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from error
+    typer.echo(model.card.extra["input_gate"])
 
 
 def register(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
-    """Add the input gate's command to `dermnode evaluate` (nothing to add to `dermnode train`)."""
+    """Add the input gate's commands to `dermnode evaluate` and `dermnode train`."""
     evaluate_app.command("gate")(evaluate_gate)
+    train_app.command("input-gate")(train_input_gate)
