@@ -61,12 +61,13 @@ def check_alike(members: Sequence[FusionClassifier], names: Sequence[str]) -> No
 
 
 def member_note(card: ModelCard) -> dict:
-    """What the ensemble's card keeps of one member's card."""
-    return {"version": card.version, "weights_sha256": card.weights_sha256,
+    """What the ensemble's card keeps of one member's card (the fields that member's recipe has)."""
+    note = {"version": card.version, "weights_sha256": card.weights_sha256,
             "seed": card.extra.get("settings", {}).get("seed"),
             "temperature": card.extra.get("temperature"), "image_temperature": card.extra.get("image_temperature"),
             "malignancy_scaling": card.extra.get("malignancy_scaling"),
             "validation_from_cache": card.metrics.get("validation_from_cache")}
+    return {key: value for key, value in note.items() if value is not None}
 
 
 def load_members(member_dirs: Sequence[Path]) -> list[FusionClassifier]:
