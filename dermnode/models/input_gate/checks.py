@@ -7,7 +7,7 @@ above the gate's threshold (a margin above a high quantile of the validation ima
 is unlike any dermoscopy the model has seen (a photograph of a face, a cat, a fundus, a slide). A gate
 ``with_style`` reads, besides the pooled features (what the crop shows), the style statistics of the
 branch's first two stages (how it looks: each channel's mean and spread), which set flowers, motorcycles
-and landscapes further apart from dermoscopy (`dermnode evaluate gate`).
+and rockets further apart from dermoscopy (`dermnode evaluate gate`).
 
 The limits were set on 400-600 of the data folder's images (ISIC/HAM10000: smallest side 150 px,
 75th percentile of chroma at least 8, contrast at least 6, fine detail at least 0.51 grey levels,
