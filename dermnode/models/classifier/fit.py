@@ -37,6 +37,7 @@ from dermnode.models.classifier.train import (
 )
 from dermnode.models.dataset_index import (
     ImageRecord,
+    Split,
     load_records,
     split_by_lesion,
     training_images,
@@ -203,6 +204,12 @@ def cached_images(records: list[ImageRecord], config: ClassifierConfig, masks: s
     return cache
 
 
+def split_cache(cache: ClassifierCache, split: Split) -> tuple[ClassifierCache, ClassifierCache]:
+    """The cached images of the split's training side and of its validation side."""
+    return tuple(cache.subset(np.flatnonzero(np.isin(cache.image_ids, ids)))
+                 for ids in (split.train_ids, split.validation_ids))
+
+
 def training_records(data_dir: Path, leave_out: str | None = None) -> list[ImageRecord]:
     """Every labelled image of the data folder once, without the ``leave_out`` source and its lesions."""
     return training_images([r for r in load_records(data_dir) if r.diagnosis is not None], leave_out)
@@ -249,9 +256,7 @@ def train_classifier(
         (lambda r, _image: predicted.get(record_key(r))) if predicted else None,
         use_expert=not every,
     )
-    train_rows = np.flatnonzero(np.isin(cache.image_ids, split.train_ids))
-    val_rows = np.flatnonzero(np.isin(cache.image_ids, split.validation_ids))
-    train, val = cache.subset(train_rows), cache.subset(val_rows)
+    train, val = split_cache(cache, split)
     train_raw = [entries.get(f"{c}/{i}", {}).get("features") for c, i in zip(train.collections, train.image_ids)]
     selection = FeatureSelection.fit(train_raw, [CLASS_CODES[y] for y in train.labels], k=9)
     rad_train, _ = radiomics_rows(train, entries, selection)

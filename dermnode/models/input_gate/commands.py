@@ -52,6 +52,7 @@ def evaluate_gate(
     (out / "gate.json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(json.dumps(report, indent=2))
 
+
 def train_input_gate(
     weights: Path = typer.Option(..., "--weights", help="a trained classifier's weights directory (one network or an ensemble)"),
     data: Path = DATA,

@@ -12,10 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from dermnode.models.classifier.ensemble import scale_gates_to_budget
-from dermnode.models.classifier.fit import cached_images, predicted_masks, training_records
+from dermnode.models.classifier.fit import cache_file, cached_images, predicted_masks, split_cache, training_records
 from dermnode.models.classifier.gates import fit_feature_gate, gate_note
 from dermnode.models.classifier.predict import FusionClassifier
 from dermnode.models.dataset_index import SPLIT_FILE, Split, load_records, one_row_per_image
@@ -31,17 +29,17 @@ def refit_gates(weights_dir: Path, data_dir: Path, work_dir: Path, out_dir: Path
     model = FusionClassifier.load(weights_dir, device="cpu")
     card = model.card
     split = Split.load(weights_dir / SPLIT_FILE)
-    records = [r for r in training_records(data_dir, card.extra.get("left_out_source"))
-               if r.image_id in set(split.train_ids) | set(split.validation_ids)]
-    missing = len(split.train_ids) + len(split.validation_ids) - len(records)
-    if missing:
-        raise ValueError(f"{missing} images of the split in {weights_dir} are not labelled images of {data_dir}")
+    ids = set(split.train_ids) | set(split.validation_ids)
+    records = [r for r in training_records(data_dir, card.extra.get("left_out_source")) if r.image_id in ids]
+    if len(records) != len(ids):
+        raise ValueError(f"{len(ids) - len(records)} images of the split in {weights_dir} are not labelled images "
+                         f"of {data_dir}")
     config = model.net.config
-    cache = cached_images(records, config, "expert", work_dir, predicted_masks(records, work_dir))
-    if set(cache.image_ids) != {r.image_id for r in records}:
+    warm = cache_file(config, "expert", work_dir).is_file()  # a warm work directory needs no segmenter
+    cache = cached_images(records, config, "expert", work_dir, {} if warm else predicted_masks(records, work_dir))
+    if set(cache.image_ids) != ids:
         raise ValueError(f"{work_dir} holds a cache of other images: give an empty work directory")
-    train = cache.subset(np.flatnonzero(np.isin(cache.image_ids, split.train_ids)))
-    val = cache.subset(np.flatnonzero(np.isin(cache.image_ids, split.validation_ids)))
+    train, val = split_cache(cache, split)
     model.gates = [fit_feature_gate(net, train, val) for net in model.members]
     if len(model.members) == 1:
         card.extra["input_gate"] = gate_note(model.gates[0])
