@@ -427,8 +427,10 @@ def test_preprocessing_choices_override_the_profile_and_nothing_else():
     plain = ClassifierConfig.for_profile("cpu", colour_constancy=False, crop_margin=0.0)
     assert (plain.colour_constancy, plain.crop_margin, plain.image_size) == (False, 0.0, 128)
     assert ClassifierConfig.for_profile("cpu").colour_constancy and ClassifierConfig.for_profile("cpu").crop_margin == 0.2
-    with pytest.raises(ValueError, match="not a preprocessing choice: image_size"):
-        ClassifierConfig.for_profile("cpu", image_size=64)
+    assert ClassifierConfig.for_profile("cpu", image_size=160).image_size == 160
+    assert ClassifierConfig.for_profile("paper", image_size=192).image_size == 192
+    with pytest.raises(ValueError, match="not a preprocessing choice: widths"):
+        ClassifierConfig.for_profile("cpu", widths=(8, 16, 32, 32))
 
 
 def _member(directory: Path, selection, seed: int, split_ids: list[str], train_ids: list[str] = (), **config) -> Path:

@@ -65,6 +65,8 @@ def train_classifier(
         "else [default: the profile's, on]"),
     crop_margin: float | None = typer.Option(None, "--crop-margin", help="crop to the lesion with this margin "
                                              "(0: the whole image) [default: the profile's, 0.2]"),
+    image_size: int | None = typer.Option(None, "--image-size", min=32, help="the image branch's input size in px "
+                                          "[default: the profile's, 128 (cpu) or 224 (paper)]"),
     seed: int = typer.Option(0, "--seed", help="seed of the initial weights, the augmentations and the batch order "
                              "(another seed trains another member of an ensemble)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
@@ -81,7 +83,7 @@ def train_classifier(
              "ema": ema, "mixstyle": mixstyle,
              "colour_jitter": colour_jitter}
     settings = TrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
-    chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin}
+    chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin, "image_size": image_size}
     preprocessing = {name: value for name, value in chosen.items() if value is not None}
     summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, preprocessing)
     typer.echo(json.dumps(summary, indent=2))

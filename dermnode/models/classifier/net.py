@@ -24,7 +24,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 #: the preprocessing fields a training run may set apart from its profile (to measure each choice)
-PREPROCESSING_CHOICES = ("colour_constancy", "crop_margin")
+PREPROCESSING_CHOICES = ("colour_constancy", "crop_margin", "image_size")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class ClassifierConfig:
 
     @classmethod
     def for_profile(cls, profile: str, n_radiomics: int = 9, **preprocessing: Any) -> ClassifierConfig:
-        """The profile's configuration; ``preprocessing`` may override ``colour_constancy`` and ``crop_margin``."""
+        """The profile's configuration; ``preprocessing`` may override ``colour_constancy``, ``crop_margin``
+        and ``image_size``."""
         # Radiomic features depend on each camera's resolution and did not transfer to a left-out source
         # (model card, leave_one_source_out): they stay measured and reported, but out of the fused head.
         unknown = set(preprocessing) - set(PREPROCESSING_CHOICES)
@@ -58,7 +59,8 @@ class ClassifierConfig:
         if profile == "cpu":
             return cls(profile="cpu", n_radiomics=n_radiomics, **robust)
         if profile == "paper":
-            return cls(profile="paper", image_size=224, widths=(), blocks=(), n_radiomics=n_radiomics, **robust)
+            return cls(**{"profile": "paper", "image_size": 224, "widths": (), "blocks": (), "n_radiomics": n_radiomics,
+                          **robust})
         raise ValueError(f"unknown classifier profile {profile!r}: use 'cpu' or 'paper'")
 
     def as_dict(self) -> dict:
