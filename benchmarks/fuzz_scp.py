@@ -54,7 +54,6 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEGBaseline8Bit,
     RLELossless,
     generate_uid,
 )

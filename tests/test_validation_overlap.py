@@ -53,7 +53,7 @@ def test_cases_from_the_training_split_are_found_and_left_out_of_the_clean_figur
     assert set(overlap["seen"]) == {c.key for c in cases[:20]}
     assert overlap["seen"][cases[0].key] == [f"{label}: train"]
     assert overlap["seen"][cases[19].key] == [f"{label}: validation"]
-    assert report["warnings"][0].startswith(f"TRAINING OVERLAP: 20 of 51 cases")
+    assert report["warnings"][0].startswith("TRAINING OVERLAP: 20 of 51 cases")
     assert any("1 of 51 cases carry no ISIC image id" in w for w in report["warnings"])
 
     unseen = cases[20:]

@@ -32,6 +32,17 @@ from dermnode.models.metrics.classification import (
 )
 
 MALIGNANT_INDEX = [CLASS_CODES.index(c) for c in MALIGNANT_CODES]
+
+
+def is_malignant(labels: np.ndarray) -> np.ndarray:
+    """1 where the class index is a malignant diagnosis, else 0."""
+    return np.isin(labels, MALIGNANT_INDEX).astype(int)
+
+
+def malignant_score(probs: np.ndarray) -> np.ndarray:
+    """P(malignant): the malignant classes' probabilities summed (cases x classes -> cases)."""
+    return probs[:, MALIGNANT_INDEX].sum(axis=1)
+
 #: The fused model with every metadata field missing: how the image stands alone.
 NO_METADATA = "fused, no metadata"
 NO_METADATA_PLAIN = f"{FUSED_PLAIN}, no metadata"
@@ -102,19 +113,15 @@ def run_chain(
     return ChainOutputs(labels, {k: np.concatenate(v) for k, v in variants.items()}, sources, [r.source for r in records])
 
 
-def _aurocs(labels: np.ndarray, probs: np.ndarray) -> dict:
-    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
-    score = probs[:, MALIGNANT_INDEX].sum(axis=1)
-    return {
-        "auroc_malignant": roc_auc(malignant, score) if has_both_classes(malignant) else None,
-        "auroc_macro": one_vs_rest_auroc(labels, probs, CLASS_CODES)[1],
-    }
+def aurocs(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """Malignant-vs-benign AUROC (by the summed probability) and the macro one-vs-rest AUROC."""
+    return {"auroc_malignant": malignant_auroc(labels, probs),
+            "auroc_macro": one_vs_rest_auroc(labels, probs, CLASS_CODES)[1]}
 
 
 def headline(labels: np.ndarray, probs: np.ndarray, no_metadata: np.ndarray | None) -> dict[str, float | None]:
     """The figures to steer by, for one set of cases (also what the bootstrap resamples)."""
-    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
-    score = probs[:, MALIGNANT_INDEX].sum(axis=1)
+    malignant, score = is_malignant(labels), malignant_score(probs)
     both = has_both_classes(malignant)
     pair = np.isin(labels, [BCC, BKL])
     bcc_vs_bkl = probs[pair, BCC] / np.maximum(probs[pair, BCC] + probs[pair, BKL], 1e-12)
@@ -127,7 +134,7 @@ def headline(labels: np.ndarray, probs: np.ndarray, no_metadata: np.ndarray | No
     }
     if no_metadata is not None:
         out["auroc_malignant_no_metadata"] = (
-            roc_auc(malignant, no_metadata[:, MALIGNANT_INDEX].sum(axis=1)) if both else None
+            roc_auc(malignant, malignant_score(no_metadata)) if both else None
         )
     return out
 
@@ -147,8 +154,8 @@ def headline_with_intervals(
 
 
 def malignant_auroc(labels: np.ndarray, probs: np.ndarray) -> float | None:
-    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
-    return roc_auc(malignant, probs[:, MALIGNANT_INDEX].sum(axis=1)) if has_both_classes(malignant) else None
+    malignant = is_malignant(labels)
+    return roc_auc(malignant, malignant_score(probs)) if has_both_classes(malignant) else None
 
 
 def choices_table(labels: np.ndarray, probabilities: dict[str, np.ndarray], resamples: int = 300) -> dict[str, dict]:
@@ -181,8 +188,7 @@ def classification_metrics(
 ) -> dict:
     """metrics.json content: fused-model metrics, per-class operating points, veto, ablation."""
     labels, probs = outputs.labels, outputs.probabilities["fused"]
-    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
-    score = probs[:, MALIGNANT_INDEX].sum(axis=1)
+    malignant, score = is_malignant(labels), malignant_score(probs)
     per_class_auroc, _ = one_vs_rest_auroc(labels, probs, CLASS_CODES)
     per_class = {}
     for index, code in enumerate(CLASS_CODES):
@@ -201,7 +207,7 @@ def classification_metrics(
     metrics = {
         "n": int(len(labels)),
         "n_malignant": int(malignant.sum()),
-        **_aurocs(labels, probs),
+        **aurocs(labels, probs),
         "per_class": per_class,
         "veto_threshold": veto_threshold,
         "sensitivity_at_veto": veto.sensitivity,
@@ -213,9 +219,9 @@ def classification_metrics(
         "mask_sources": {s: outputs.mask_sources.count(s) for s in sorted(set(outputs.mask_sources))},
         "n_no_lesion": outputs.mask_sources.count("no lesion"),
         "ablation": {
-            name: _aurocs(labels, p) for name, p in outputs.probabilities.items() if name != "fused"
+            name: aurocs(labels, p) for name, p in outputs.probabilities.items() if name != "fused"
         }
-        | {"shipped (fused head, fine-tuned)": _aurocs(labels, probs)},
+        | {"shipped (fused head, fine-tuned)": aurocs(labels, probs)},
     }
     no_metadata = outputs.probabilities.get(NO_METADATA)
     metrics["headline"] = headline_with_intervals(labels, probs, no_metadata)
@@ -236,9 +242,9 @@ def write_report(outputs: ChainOutputs, metrics: dict, records: list[ImageRecord
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     labels = outputs.labels
-    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
+    malignant = is_malignant(labels)
     plot_roc(
-        {name: (malignant, p[:, MALIGNANT_INDEX].sum(axis=1)) for name, p in outputs.probabilities.items()},
+        {name: (malignant, malignant_score(p)) for name, p in outputs.probabilities.items()},
         out_dir / "roc_malignant.png",
         "malignant vs benign (ablation)",
     )

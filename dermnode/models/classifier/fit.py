@@ -23,7 +23,7 @@ from dermnode.contract import CLASS_CODES, PatientMetadata
 from dermnode.models.classifier.calibration import fit_malignancy_scaling, fit_temperature, scale_malignancy
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
-from dermnode.models.classifier.evaluate import MALIGNANT_INDEX, youden_thresholds
+from dermnode.models.classifier.evaluate import aurocs, youden_thresholds
 from dermnode.models.classifier.net import ABLATION_VARIANTS, PREPROCESSING_CHOICES, ClassifierConfig
 from dermnode.models.classifier.radiomics_cache import extend_cache, read_cache, record_key
 from dermnode.models.classifier.train import (
@@ -43,7 +43,6 @@ from dermnode.models.dataset_index import (
     training_images,
 )
 from dermnode.models.classifier.gates import fit_feature_gate, gate_note
-from dermnode.models.metrics.classification import one_vs_rest_auroc, roc_auc
 from dermnode.models.model_card import ModelCard
 from dermnode.models.radiomics import FeatureSelection
 
@@ -120,16 +119,9 @@ def radiomics_rows(
     return torch.from_numpy(np.stack([radiomics_vector(selection, r) for r in raw])), raw
 
 
-def validation_summary(labels: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict:  # noqa: D103
+def validation_summary(labels: np.ndarray, probabilities: dict[str, np.ndarray]) -> dict:
     """AUROCs of each variant (malignant-vs-benign by summed probability, and macro one-vs-rest)."""
-    malignant = np.isin(labels, MALIGNANT_INDEX).astype(int)
-    summary = {}
-    for name, probs in probabilities.items():
-        summary[name] = {
-            "auroc_malignant": roc_auc(malignant, probs[:, MALIGNANT_INDEX].sum(axis=1)),
-            "auroc_macro": one_vs_rest_auroc(labels, probs, CLASS_CODES)[1],
-        }
-    return summary
+    return {name: aurocs(labels, probs) for name, probs in probabilities.items()}
 
 
 def fit(
@@ -247,15 +239,17 @@ def train_classifier(
     every = masks == "predicted"
     config = ClassifierConfig.for_profile(profile, **(preprocessing or {}))
     radiomics_path = work_dir / "radiomics.jsonl"
-    cached = cache_file(config, masks, work_dir).is_file() and set(map(record_key, records)) <= set(read_cache(radiomics_path))
-    predicted = {} if cached else predicted_masks(records, work_dir, every=every)  # a warm work directory needs none
+    entries = read_cache(radiomics_path)
+    warm = cache_file(config, masks, work_dir).is_file() and set(map(record_key, records)) <= set(entries)
+    predicted = {} if warm else predicted_masks(records, work_dir, every=every)  # a warm work directory needs none
     cache = cached_images(records, config, masks, work_dir, predicted)
-    entries = extend_cache(
-        radiomics_path,
-        records,
-        (lambda r, _image: predicted.get(record_key(r))) if predicted else None,
-        use_expert=not every,
-    )
+    if not warm:
+        entries = extend_cache(
+            radiomics_path,
+            records,
+            (lambda r, _image: predicted.get(record_key(r))) if predicted else None,
+            use_expert=not every,
+        )
     train, val = split_cache(cache, split)
     train_raw = [entries.get(f"{c}/{i}", {}).get("features") for c, i in zip(train.collections, train.image_ids)]
     selection = FeatureSelection.fit(train_raw, [CLASS_CODES[y] for y in train.labels], k=9)
