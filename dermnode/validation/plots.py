@@ -25,16 +25,20 @@ def _png(figure: plt.Figure) -> bytes:
 
 
 def _curve_axes(axes, groups: dict, x: str, y: str, names: list[str], figures: dict[str, str]) -> None:
-    for name in names:
-        if name not in groups:
-            continue
+    """One step curve per name present in ``groups``; a panel with none says why it is empty."""
+    drawn = [name for name in names if name in groups]
+    for name in drawn:
         points = groups[name]
         style = {"color": _COLOURS.get(name, "black"), "lw": 2.5 if name == "malignant" else 1.4}
         axes.step(points[x], points[y], where="post", label=f"{_LABELS.get(name, name)} ({figures[name]})", **style)
     axes.set_xlim(-0.01, 1.01)
     axes.set_ylim(-0.01, 1.01)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right" if x == "fpr" else "lower left")
+    if drawn:
+        axes.legend(fontsize=8, loc="lower right" if x == "fpr" else "lower left")
+    else:
+        axes.text(0.5, 0.5, "no curve: the cohort lacks\ncases of both classes", ha="center", va="center", color="grey",
+                  bbox={"facecolor": "white", "edgecolor": "none"})
 
 
 def roc_plot(report: dict) -> bytes | None:
