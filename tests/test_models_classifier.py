@@ -429,8 +429,21 @@ def test_preprocessing_choices_override_the_profile_and_nothing_else():
     assert ClassifierConfig.for_profile("cpu").colour_constancy and ClassifierConfig.for_profile("cpu").crop_margin == 0.2
     assert ClassifierConfig.for_profile("cpu", image_size=160).image_size == 160
     assert ClassifierConfig.for_profile("paper", image_size=192).image_size == 192
-    with pytest.raises(ValueError, match="not a preprocessing choice: widths"):
+    with pytest.raises(ValueError, match="not a preprocessing or architecture choice: widths"):
         ClassifierConfig.for_profile("cpu", widths=(8, 16, 32, 32))
+
+
+def test_blocks_are_an_architecture_choice_of_the_cpu_profile_only():
+    deeper = ClassifierConfig.for_profile("cpu", blocks=(2, 2, 2, 2))
+    assert deeper.blocks == (2, 2, 2, 2) and deeper.widths == ClassifierConfig.widths
+    shallow, deep = (FusionNet(ClassifierConfig(image_size=64, widths=(8, 16, 32, 32), blocks=b)) for b in
+                     ((1, 1, 1, 1), (2, 2, 2, 2)))
+    assert len(deep.image.backbone.layers) == 8 and len(shallow.image.backbone.layers) == 4
+    assert deep.image.backbone.stages()[1] is deep.image.backbone.layers[3]
+    with pytest.raises(ValueError, match="one count per stage"):
+        ClassifierConfig.for_profile("cpu", blocks=(2, 2))
+    with pytest.raises(ValueError, match="paper profile is a ResNet-50"):
+        ClassifierConfig.for_profile("paper", blocks=(2, 2, 2, 2))
 
 
 def _member(directory: Path, selection, seed: int, split_ids: list[str], train_ids: list[str] = (), **config) -> Path:
@@ -621,3 +634,20 @@ def test_colour_jitter_widens_white_balance_and_saturation_and_leaves_the_defaul
 
     assert torch.equal(views(0.0), augment(rgb.clone(), mask.clone(), torch.Generator().manual_seed(5), 0.0)[0])
     assert spread(views(0.2)) > 1.5 * spread(views(0.0))
+
+
+@pytest.mark.parametrize(("arguments", "said"), [
+    (["--blocks", "2,x,2,2"], "--blocks takes positive counts"),
+    (["--blocks", "2,2"], "one count per stage"),
+    (["--profile", "paper", "--blocks", "2,2,2,2"], "paper profile is a ResNet-50"),
+])
+def test_train_classifier_refuses_blocks_it_cannot_build_before_reading_any_image(tmp_path, arguments, said):
+    from typer.testing import CliRunner
+
+    from dermnode.cli import app
+
+    (tmp_path / "metadata.csv").write_text("image_id,collection,diagnosis\n")  # a data folder with no image
+    result = CliRunner().invoke(app, ["train", "classifier", "--data", str(tmp_path), "--out",
+                                      str(tmp_path / "out"), *arguments])
+    assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -86,7 +86,8 @@ def record_left_out_metrics(card_dir: Path, weights_dir: Path, source: str, metr
     trained = {"trained_without_it": {"version": left_out.version, "sha256": left_out.weights_sha256,
                                       "training_data": left_out.training_data,
                                       "settings": left_out.extra.get("settings"),
-                                      "preprocessing": left_out.extra.get("preprocessing")}}
+                                      "preprocessing": left_out.extra.get("preprocessing"),
+                                      "architecture": left_out.extra.get("architecture")}}
     if choice is not None:
         entry = {"n": metrics.get("n"), **trained, "headline": metrics.get("headline"),
                  "inference_choices": metrics.get("inference_choices")}

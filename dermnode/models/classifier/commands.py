@@ -67,12 +67,15 @@ def train_classifier(
                                              "(0: the whole image) [default: the profile's, 0.2]"),
     image_size: int | None = typer.Option(None, "--image-size", min=32, help="the image branch's input size in px "
                                           "[default: the profile's, 128 (cpu) or 224 (paper)]"),
+    blocks: str | None = typer.Option(None, "--blocks", help="cpu profile: BasicBlocks per stage, four counts "
+                                      "such as 2,2,2,2 [default: the profile's, 1,1,1,1]"),
     seed: int = typer.Option(0, "--seed", help="seed of the initial weights, the augmentations and the batch order "
                              "(another seed trains another member of an ensemble)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
 ) -> None:
     """Train the fusion classifier (image branch, then the fused model) and write weights + model card."""
     from dermnode.models.classifier.fit import train_classifier as run
+    from dermnode.models.classifier.net import ClassifierConfig
     from dermnode.models.classifier.train import TrainSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -84,9 +87,26 @@ def train_classifier(
              "colour_jitter": colour_jitter}
     settings = TrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
     chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin, "image_size": image_size}
-    preprocessing = {name: value for name, value in chosen.items() if value is not None}
-    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, preprocessing)
+    if blocks is not None:
+        chosen["blocks"] = block_counts(blocks)
+    choices = {name: value for name, value in chosen.items() if value is not None}
+    try:
+        ClassifierConfig.for_profile(profile, **choices)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, choices)
     typer.echo(json.dumps(summary, indent=2))
+
+
+def block_counts(text: str) -> tuple[int, ...]:
+    """``"2,2,2,2"`` -> ``(2, 2, 2, 2)``; a UserError unless every count is a positive integer."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise UserError(f"--blocks takes positive counts separated by commas, such as 2,2,2,2, not {text!r}")
+    return counts
 
 
 def train_classifier_ensemble(

@@ -24,7 +24,12 @@ from dermnode.models.classifier.calibration import fit_malignancy_scaling, fit_t
 from dermnode.models.classifier.predict import NAME, FusionClassifier
 from dermnode.models.classifier.data import ClassifierCache, build_cache, encode_metadata, expert_mask
 from dermnode.models.classifier.evaluate import aurocs, youden_thresholds
-from dermnode.models.classifier.net import ABLATION_VARIANTS, PREPROCESSING_CHOICES, ClassifierConfig
+from dermnode.models.classifier.net import (
+    ABLATION_VARIANTS,
+    ARCHITECTURE_CHOICES,
+    PREPROCESSING_CHOICES,
+    ClassifierConfig,
+)
 from dermnode.models.classifier.radiomics_cache import extend_cache, read_cache, record_key
 from dermnode.models.classifier.train import (
     TrainSettings,
@@ -224,12 +229,12 @@ def train_classifier(
     masks: str = "expert",
     leave_out: str | None = None,
     no_metadata_head: str = "fused",
-    preprocessing: dict | None = None,
+    choices: dict | None = None,
 ) -> dict:
     """Train on the lesion split's training part (optionally with k-fold cross-validation inside it),
     fit the temperature and choose per-class Youden thresholds on its validation part, and write
-    weights + card to ``out_dir``. ``preprocessing`` overrides the profile's ``colour_constancy`` and
-    ``crop_margin`` (to measure each choice on a left-out source)."""
+    weights + card to ``out_dir``. ``choices`` override the profile's preprocessing and architecture
+    (``ClassifierConfig.for_profile``), to measure each choice on a left-out source."""
     data_dir, out_dir, work_dir = Path(data_dir), Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     if masks not in ("expert", "predicted"):
@@ -237,7 +242,7 @@ def train_classifier(
     records = training_records(data_dir, leave_out)
     split = split_by_lesion(records=records)
     every = masks == "predicted"
-    config = ClassifierConfig.for_profile(profile, **(preprocessing or {}))
+    config = ClassifierConfig.for_profile(profile, **(choices or {}))
     radiomics_path = work_dir / "radiomics.jsonl"
     entries = read_cache(radiomics_path)
     warm = cache_file(config, masks, work_dir).is_file() and set(map(record_key, records)) <= set(entries)
@@ -269,7 +274,8 @@ def train_classifier(
         version=VERSION,
         architecture=(
             f"fusion classifier, profile {profile}: "
-            + ("ResNet-50" if profile == "paper" else "small ResNet (BasicBlocks, widths 32-64-128-256)")
+            + ("ResNet-50" if profile == "paper" else "small ResNet (BasicBlocks, widths "
+               + "-".join(map(str, config.widths)) + ", blocks per stage " + "-".join(map(str, config.blocks)) + ")")
             + f" on RGB + lesion mask at {config.image_size} px"
             + (", after Shades of Gray colour constancy" if config.colour_constancy else "")
             + (f", cropped to the lesion with a {config.crop_margin:.0%} margin" if config.crop_margin else "")
@@ -306,6 +312,7 @@ def train_classifier(
             "left_out_source": leave_out,
             "settings": settings.__dict__,
             "preprocessing": {name: getattr(config, name) for name in PREPROCESSING_CHOICES},
+            "architecture": {name: list(getattr(config, name)) for name in ARCHITECTURE_CHOICES},
         },
     )
     gate = fit_feature_gate(net, train, val)

@@ -25,6 +25,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: the preprocessing fields a training run may set apart from its profile (to measure each choice)
 PREPROCESSING_CHOICES = ("colour_constancy", "crop_margin", "image_size")
+#: the cpu profile's architecture fields a training run may set apart from it (the paper profile is ResNet-50)
+ARCHITECTURE_CHOICES = ("blocks",)
 
 
 @dataclass(frozen=True)
@@ -47,18 +49,23 @@ class ClassifierConfig:
     malignancy_scaling: tuple[float, float] = (1.0, 0.0)
 
     @classmethod
-    def for_profile(cls, profile: str, n_radiomics: int = 9, **preprocessing: Any) -> ClassifierConfig:
-        """The profile's configuration; ``preprocessing`` may override ``colour_constancy``, ``crop_margin``
-        and ``image_size``."""
+    def for_profile(cls, profile: str, n_radiomics: int = 9, **choices: Any) -> ClassifierConfig:
+        """The profile's configuration; ``choices`` may override the :data:`PREPROCESSING_CHOICES`
+        (``colour_constancy``, ``crop_margin``, ``image_size``) and, on the cpu profile, the
+        :data:`ARCHITECTURE_CHOICES` (``blocks``: BasicBlocks per stage)."""
         # Radiomic features depend on each camera's resolution and did not transfer to a left-out source
         # (model card, leave_one_source_out): they stay measured and reported, but out of the fused head.
-        unknown = set(preprocessing) - set(PREPROCESSING_CHOICES)
+        unknown = set(choices) - set(PREPROCESSING_CHOICES) - set(ARCHITECTURE_CHOICES)
         if unknown:
-            raise ValueError(f"not a preprocessing choice: {', '.join(sorted(unknown))}")
-        robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False, **preprocessing}
+            raise ValueError(f"not a preprocessing or architecture choice: {', '.join(sorted(unknown))}")
+        if "blocks" in choices and len(choices["blocks"]) != len(cls.widths):
+            raise ValueError(f"blocks needs one count per stage ({len(cls.widths)}), not {choices['blocks']!r}")
+        robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False, **choices}
         if profile == "cpu":
             return cls(profile="cpu", n_radiomics=n_radiomics, **robust)
         if profile == "paper":
+            if "blocks" in choices:
+                raise ValueError("the paper profile is a ResNet-50: its blocks are not a choice")
             return cls(**{"profile": "paper", "image_size": 224, "widths": (), "blocks": (), "n_radiomics": n_radiomics,
                           **robust})
         raise ValueError(f"unknown classifier profile {profile!r}: use 'cpu' or 'paper'")
