@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,6 +161,14 @@ def one_row_per_image(records: list[ImageRecord]) -> list[ImageRecord]:
         if kept is None or (kept.mask_path is None and record.mask_path is not None):
             chosen[record.image_id] = record
     return list(chosen.values())
+
+
+def source_weights(sources: Sequence[str], power: float = 1.0) -> np.ndarray:
+    """Sampling weights of images from ``sources`` (each image's :attr:`ImageRecord.source`): each weight
+    is its source's image count ** -``power``, so power 1 gives every source the same share of an epoch
+    and 0 every image the same chance."""
+    counts = Counter(sources)
+    return np.array([counts[source] ** -power for source in sources], dtype=np.float64)
 
 
 def leave_source_out(records: list[ImageRecord], source: str) -> tuple[list[ImageRecord], list[ImageRecord]]:

@@ -56,6 +56,9 @@ def train_classifier(
     colour_jitter: float | None = typer.Option(None, "--colour-jitter", help="training views' white-balance gains "
                                                "widened by this and saturation scaled by 1 ± 2x this; 0: off "
                                                "[default: the recipe's]"),
+    source_balance: float | None = typer.Option(None, "--source-balance", min=0.0, help="stage 1 draws images "
+                                                "with weights (their source's size)^-this: 1 gives every source the "
+                                                "same share, 0 every image once [default: the recipe's]"),
     ema: float | None = typer.Option(None, "--ema", help="stage 1 weight averaging decay per step; 0: off "
                                      "[default: the recipe's]"),
     no_metadata_head: str = typer.Option(
@@ -84,7 +87,7 @@ def train_classifier(
         raise UserError(f"--no-metadata-head must be 'fused' or 'image', not {no_metadata_head!r}")
     given = {"epochs": epochs, "finetune_epochs": finetune_epochs, "mixup": mixup, "malignant_loss": malignant_loss,
              "ema": ema, "mixstyle": mixstyle,
-             "colour_jitter": colour_jitter}
+             "colour_jitter": colour_jitter, "source_balance": source_balance}
     settings = TrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
     chosen = {"colour_constancy": colour_constancy, "crop_margin": crop_margin, "image_size": image_size}
     if blocks is not None:

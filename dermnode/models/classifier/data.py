@@ -145,6 +145,7 @@ class ClassifierCache:
 
     image_ids: np.ndarray  # str
     collections: np.ndarray  # str
+    sources: np.ndarray  # str: where each image was taken (ImageRecord.source)
     labels: np.ndarray  # int index into CLASS_CODES
     images: np.ndarray  # uint8 N x S x S x 3
     masks: np.ndarray  # bool N x S x S (all False where no mask is known)
@@ -191,6 +192,7 @@ def build_cache(
     return ClassifierCache(
         image_ids=np.array([r.image_id for r in records]),
         collections=np.array([r.collection for r in records]),
+        sources=np.array([r.source for r in records]),
         labels=np.array([CLASS_CODES.index(r.diagnosis) for r in records], dtype=np.int64),
         images=images,
         masks=masks,

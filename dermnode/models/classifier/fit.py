@@ -61,6 +61,8 @@ def stage1_recipe(settings: TrainSettings) -> str:
     parts = [f"mixup (Beta {settings.mixup:g})" if settings.mixup else "",
              f"MixStyle on a share {settings.mixstyle:g} of batches" if settings.mixstyle else "",
              f"colour jitter {settings.colour_jitter:g}" if settings.colour_jitter else "",
+             f"images drawn with weights (their source's size)^-{settings.source_balance:g}" if settings.source_balance
+             else "",
              f"a malignant-vs-benign loss (weight {settings.malignant_loss:g})" if settings.malignant_loss else "",
              f"an exponential moving average of the weights (decay {settings.ema:g}/step)" if settings.ema else ""]
     used = [part for part in parts if part]
@@ -178,7 +180,7 @@ def fit(
 
 def cache_file(config: ClassifierConfig, masks: str, work_dir: Path) -> Path:
     """Where the work directory keeps the images prepared as ``config`` says, with ``masks`` masks."""
-    return Path(work_dir) / f"cache_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
+    return Path(work_dir) / f"images_{config.image_size}_cc{int(config.colour_constancy)}_m{config.crop_margin}_{masks}.npz"
 
 
 def cached_images(records: list[ImageRecord], config: ClassifierConfig, masks: str, work_dir: Path,

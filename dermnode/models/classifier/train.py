@@ -26,7 +26,6 @@ from dermnode.contract import CLASS_CODES
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.calibration import MALIGNANT_COLUMNS
 from dermnode.models.classifier.data import METADATA_FIELDS, ClassifierCache
-from dermnode.models.device import torch_device
 from dermnode.models.classifier.net import (
     ABLATION_VARIANTS,
     ClassifierConfig,
@@ -34,6 +33,8 @@ from dermnode.models.classifier.net import (
     FusionNet,
 )
 from dermnode.models.classifier.style_mixing import beta_draws, style_mixing
+from dermnode.models.dataset_index import source_weights
+from dermnode.models.device import torch_device
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class TrainSettings:
     mixstyle: float = 0.0  # stage 1: share of batches whose early feature styles are mixed (MixStyle); 0: off
     colour_jitter: float = 0.15  # training views: wider white-balance gains and saturation changes (see augment); 0: off;
     # 0 -> 0.15: +0.02 to +0.04 malignant AUROC (with and without metadata) on both left-out sources, two seeds each
+    source_balance: float = 0.0  # stage 1: each epoch draws images with weights (their source's size) ** -this;
+    # 1: every source the same share; 0: every image once (see dataset_index.source_weights)
     seed: int = 0
 
 
@@ -195,10 +198,12 @@ def train_image_branch(
     saved = nn.ModuleDict({"trained": trained, "ema": ema}) if ema is not None else trained
     start_epoch, _ = load_checkpoint(checkpoint, saved, optimizer, generator, scheduler, map_location=device)
     labels = torch.from_numpy(train.labels)
+    draw = torch.from_numpy(source_weights(train.sources, settings.source_balance))
     with style_mixing(net.image.style_stages(), settings.mixstyle, generator):
         for epoch in range(start_epoch, settings.epochs):
             net.train()
-            order = torch.randperm(len(labels), generator=generator).numpy()
+            order = (torch.multinomial(draw, len(labels), replacement=True, generator=generator) if settings.source_balance
+                     else torch.randperm(len(labels), generator=generator)).numpy()
             total, seen = 0.0, 0
             description = f"stage 1 epoch {epoch + 1}/{settings.epochs}"
             bar = tqdm(range(steps_per_epoch), desc=description, disable=not progress)

@@ -26,6 +26,7 @@ from dermnode.models.dataset_index import (
     ImageRecord,
     Split,
     load_records,
+    source_weights,
     split_by_lesion,
 )
 from dermnode.models.device import torch_device
@@ -173,14 +174,6 @@ def save_model(model: nn.Module, profile: Profile, out: Path, card_metrics: dict
     return card
 
 
-def source_weights(records: list[ImageRecord]) -> torch.Tensor:
-    """Sampling weights that give every source (collection) the same share of an epoch."""
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.source] = counts.get(record.source, 0) + 1
-    return torch.tensor([1.0 / counts[record.source] for record in records], dtype=torch.double)
-
-
 def _identity_text(card: ModelCard) -> str:
     return f"{card.name} {card.version} (sha256 {card.weights_sha256[:12]})"
 
@@ -245,8 +238,9 @@ def train_segmentation(data_dir: Path, profile_name: str, out: Path, *, resume: 
         "sampling": "every source the same share of each epoch" if balance_sources else "every image once per epoch",
         "history": history,
     }
+    weights = torch.from_numpy(source_weights([r.source for r in train_records]))
     for epoch in range(start_epoch, profile.epochs):
-        order = (torch.multinomial(source_weights(train_records), len(train_records), replacement=True, generator=generator)
+        order = (torch.multinomial(weights, len(train_records), replacement=True, generator=generator)
                  if balance_sources else torch.randperm(len(train_records), generator=generator))
         losses = []
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{profile.epochs}", unit="batch")
