@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -213,9 +214,12 @@ def test_mixup_blends_images_masks_and_labels_with_one_share():
     assert not torch.equal(mixed_rgb, rgb) and mixed_mask.min() >= 0 and mixed_mask.max() <= 1
 
 
-def test_stage1_with_mixup_mixstyle_and_weight_averaging_resumes_to_the_same_weights(small_cache, tmp_path):
+def test_stage1_with_mixup_mixstyle_source_balance_and_weight_averaging_resumes_to_the_same_weights(small_cache,
+                                                                                                      tmp_path):
     _, cache = small_cache
-    settings = TrainSettings(epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5, ema=0.9, mixstyle=0.5)
+    cache = replace(cache, sources=np.array(["ham10000"] * 6 + ["isic2018-task1"] * 2))  # two sources to balance
+    settings = TrainSettings(epochs=2, batch_size=4, mixup=0.2, malignant_loss=0.5, ema=0.9, mixstyle=0.5,
+                             source_balance=1.0)
 
     def stage1() -> dict[str, torch.Tensor]:
         torch.manual_seed(0)

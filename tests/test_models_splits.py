@@ -8,6 +8,7 @@ from dermnode.models.dataset_index import (
     leave_source_out,
     load_records,
     one_row_per_image,
+    source_weights,
     split_by_lesion,
     training_images,
 )
@@ -58,3 +59,11 @@ def test_one_row_per_image_prefers_the_row_with_a_mask(records):
     assert len({r.image_id for r in once}) == len(once) < len(records)
     with_mask = {r.image_id for r in records if r.mask_path is not None}
     assert all(r.mask_path is not None for r in once if r.image_id in with_mask)
+
+
+def test_source_weights_give_sources_a_share_between_their_size_and_an_equal_one():
+    sources = ["ham10000"] * 9 + ["isic2018-task1"]
+    share = lambda weights: weights[9] / weights.sum()  # noqa: E731
+    assert share(source_weights(sources, 1.0)) == pytest.approx(0.5)
+    assert share(source_weights(sources, 0.0)) == pytest.approx(0.1)
+    assert share(source_weights(sources, 0.5)) == pytest.approx(1 / (1 + 9 ** 0.5))
