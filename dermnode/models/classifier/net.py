@@ -59,14 +59,14 @@ class ClassifierConfig:
         unknown = set(choices) - set(PREPROCESSING_CHOICES) - set(ARCHITECTURE_CHOICES)
         if unknown:
             raise ValueError(f"not a preprocessing or architecture choice: {', '.join(sorted(unknown))}")
+        if "blocks" in choices and profile == "paper":
+            raise ValueError("the paper profile is a ResNet-50: its blocks are not a choice")
         if "blocks" in choices and len(choices["blocks"]) != len(cls.widths):
             raise ValueError(f"blocks needs one count per stage ({len(cls.widths)}), not {choices['blocks']!r}")
         robust = {"colour_constancy": True, "crop_margin": 0.2, "head_radiomics": False, **choices}
         if profile == "cpu":
             return cls(profile="cpu", n_radiomics=n_radiomics, **robust)
         if profile == "paper":
-            if "blocks" in choices:
-                raise ValueError("the paper profile is a ResNet-50: its blocks are not a choice")
             return cls(**{"profile": "paper", "image_size": 224, "widths": (), "blocks": (), "n_radiomics": n_radiomics,
                           **robust})
         raise ValueError(f"unknown classifier profile {profile!r}: use 'cpu' or 'paper'")
