@@ -6,6 +6,7 @@ that started it. A test that needs a missing tool is skipped with the reason.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -38,6 +39,23 @@ def shared_data() -> Path:
     if not (path / "metadata.csv").is_file():
         pytest.skip(f"no data folder at {path} (set DERMNODE_TEST_DATA)")
     return path
+
+
+def small_data_folder(root: Path, records: list) -> None:
+    """A data folder in the shared layout holding links to a few real images (and masks)."""
+    with (root / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "collection", "diagnosis", "folder_label", "age_approx", "sex", "anatom_site_general",
+                         "lesion_id", "diagnosis_confirmed_by"])
+        for r in records:
+            (root / r.collection / "images").mkdir(parents=True, exist_ok=True)
+            (root / r.collection / "images" / r.image_path.name).symlink_to(r.image_path)
+            if r.mask_path is not None:
+                (root / r.collection / "masks").mkdir(exist_ok=True)
+                (root / r.collection / "masks" / r.mask_path.name).symlink_to(r.mask_path)
+            m = r.metadata
+            writer.writerow([r.image_id, r.collection, r.diagnosis, "", m.age or "", m.sex or "", m.anatomic_site or "",
+                             r.lesion_id or "", r.confirmed_by or ""])
 
 
 # ---------------------------------------------------------------------------------------- dciodvfy

@@ -19,7 +19,7 @@ from dermnode.models.bcc_sk.train import (
 from dermnode.models.classifier.data import build_cache
 from dermnode.models.dataset_index import load_records
 from dermnode.models.model_card import STARTER_DIR, ModelCard
-from peers import shared_data
+from peers import shared_data, small_data_folder
 
 
 def test_coop_step_on_vit_b16_changes_only_context_and_probe():
@@ -122,25 +122,6 @@ def test_starter_model_card_and_prediction(bcc_sk_images):
     records, _ = bcc_sk_images
     scores = model.predict([load_rgb(r.image_path) for r in records])
     assert all(0.0 <= s <= 1.0 for s in scores)
-
-
-def small_data_folder(root, records) -> None:
-    """A data folder in the shared layout holding links to a few real images (and masks)."""
-    import csv
-
-    with (root / "metadata.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image_id", "collection", "diagnosis", "folder_label", "age_approx", "sex", "anatom_site_general",
-                         "lesion_id", "diagnosis_confirmed_by"])
-        for r in records:
-            (root / r.collection / "images").mkdir(parents=True, exist_ok=True)
-            (root / r.collection / "images" / r.image_path.name).symlink_to(r.image_path)
-            if r.mask_path is not None:
-                (root / r.collection / "masks").mkdir(exist_ok=True)
-                (root / r.collection / "masks" / r.mask_path.name).symlink_to(r.mask_path)
-            m = r.metadata
-            writer.writerow([r.image_id, r.collection, r.diagnosis, "", m.age or "", m.sex or "", m.anatomic_site or "",
-                             r.lesion_id or "", r.confirmed_by or ""])
 
 
 @pytest.mark.skipif(not (STARTER_DIR / "bcc_sk" / "model_card.json").is_file(), reason="no starter BCC/SK model yet")

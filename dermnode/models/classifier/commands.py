@@ -72,6 +72,8 @@ def train_classifier(
                                           "[default: the profile's, 128 (cpu) or 224 (paper)]"),
     blocks: str | None = typer.Option(None, "--blocks", help="cpu profile: BasicBlocks per stage, four counts "
                                       "such as 2,2,2,2 [default: the profile's, 1,1,1,1]"),
+    init_from: Path | None = typer.Option(None, "--init-from", help="start the image branch from these pretrained "
+                                          "weights (a `train classifier-pretrain` output) instead of at random"),
     seed: int = typer.Option(0, "--seed", help="seed of the initial weights, the augmentations and the batch order "
                              "(another seed trains another member of an ensemble)"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
@@ -93,12 +95,52 @@ def train_classifier(
     if blocks is not None:
         chosen["blocks"] = block_counts(blocks)
     choices = {name: value for name, value in chosen.items() if value is not None}
+    init = None
+    try:
+        config = ClassifierConfig.for_profile(profile, **choices)
+        if init_from is not None:
+            from dermnode.models.classifier.pretrain import load_pretrained
+
+            init = load_pretrained(init_from, config)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from error
+    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, choices, init)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def train_classifier_pretrain(
+    data: Path = DATA,
+    out: Path = typer.Option(..., "--out", help="directory to write the pretrained image branch and its card to"),
+    profile: str = PROFILE,
+    work: Path = typer.Option(Path("runs/classifier"), "--work", help="caches and checkpoints (resumed when present); "
+                              "`train classifier` with the same --work reuses the prepared images"),
+    leave_out: str | None = typer.Option(None, "--leave-out", help="leave this source and its lesions out, as "
+                                         "`train classifier --leave-out` does"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="pretraining epochs [default: PretrainSettings']"),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="images per batch (each gives two "
+                                          "views) [default: PretrainSettings']"),
+    image_size: int | None = typer.Option(None, "--image-size", min=32, help="as `train classifier --image-size`"),
+    blocks: str | None = typer.Option(None, "--blocks", help="as `train classifier --blocks`"),
+    seed: int = typer.Option(0, "--seed", help="seed of the initial weights, the views and the batch order"),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),
+) -> None:
+    """Pretrain the classifier's image branch without labels (SimCLR) on the images `train classifier`
+    trains on; `train classifier --init-from OUT` starts from it."""
+    from dermnode.models.classifier.net import ClassifierConfig
+    from dermnode.models.classifier.pretrain import PretrainSettings, pretrain_classifier
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    set_threads(threads)
+    given = {"epochs": epochs, "batch_size": batch_size}
+    settings = PretrainSettings(seed=seed, **{name: value for name, value in given.items() if value is not None})
+    chosen = {"image_size": image_size, "blocks": None if blocks is None else block_counts(blocks)}
+    choices = {name: value for name, value in chosen.items() if value is not None}
     try:
         ClassifierConfig.for_profile(profile, **choices)
+        figures = pretrain_classifier(data, out, profile, work, settings, leave_out, choices)
     except ValueError as error:
         raise UserError(str(error)) from error
-    summary = run(data, out, profile, work, settings, folds, masks, leave_out, no_metadata_head, choices)
-    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(json.dumps(figures, indent=2))
 
 
 def block_counts(text: str) -> tuple[int, ...]:
@@ -176,4 +218,5 @@ def register(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Add the classifier's commands to `dermnode train` / `dermnode evaluate`."""
     train_app.command("classifier")(train_classifier)
     train_app.command("classifier-ensemble")(train_classifier_ensemble)
+    train_app.command("classifier-pretrain")(train_classifier_pretrain)
     evaluate_app.command("classifier")(evaluate_classifier)

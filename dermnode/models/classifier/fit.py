@@ -140,12 +140,16 @@ def fit(
     settings: TrainSettings,
     work_dir: Path,
     no_metadata_head: str = "fused",
+    init: dict | None = None,
 ) -> tuple:
-    """Both stages on ``train``; returns the network and the validation probabilities of each variant.
-    The fused head's temperature and the image-only head's malignancy scaling are fitted on ``val``."""
+    """Both stages on ``train``, the image branch starting from ``init`` (its weights) when given, else at
+    random; returns the network and the validation probabilities of each variant. The fused head's
+    temperature and the image-only head's malignancy scaling are fitted on ``val``."""
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     net = new_network(config)
+    if init is not None:
+        net.image.load_state_dict(init)
     train_image_branch(net, train, settings, work_dir)
     features = image_features(net, train, views=3, seed=settings.seed)
     meta, labels = torch.from_numpy(train.metadata), torch.from_numpy(train.labels)
@@ -214,7 +218,7 @@ def training_records(data_dir: Path, leave_out: str | None = None) -> list[Image
     return training_images([r for r in load_records(data_dir) if r.diagnosis is not None], leave_out)
 
 
-def _data_summary(records: list[ImageRecord]) -> str:
+def data_summary(records: list[ImageRecord]) -> str:
     by_source: dict[str, int] = {}
     for record in records:
         by_source[record.source] = by_source.get(record.source, 0) + 1
@@ -232,11 +236,13 @@ def train_classifier(
     leave_out: str | None = None,
     no_metadata_head: str = "fused",
     choices: dict | None = None,
+    init: tuple[dict, ModelCard] | None = None,
 ) -> dict:
     """Train on the lesion split's training part (optionally with k-fold cross-validation inside it),
     fit the temperature and choose per-class Youden thresholds on its validation part, and write
     weights + card to ``out_dir``. ``choices`` override the profile's preprocessing and architecture
-    (``ClassifierConfig.for_profile``), to measure each choice on a left-out source."""
+    (``ClassifierConfig.for_profile``), to measure each choice on a left-out source. ``init``: the image
+    branch's starting weights and their card (:func:`.pretrain.load_pretrained`)."""
     data_dir, out_dir, work_dir = Path(data_dir), Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     if masks not in ("expert", "predicted"):
@@ -264,8 +270,11 @@ def train_classifier(
     rad_val, _ = radiomics_rows(val, entries, selection)
     config = replace(config, n_radiomics=len(selection.names))
 
-    cross_validation = cross_validate(train, rad_train, config, settings, work_dir, folds) if folds > 1 else None
-    net, probabilities = fit(train, val, rad_train, rad_val, config, settings, work_dir, no_metadata_head)
+    weights, init_card = init if init is not None else (None, None)
+    started = f"{init_card.name} {init_card.version} sha256 {init_card.weights_sha256[:12]}" if init_card else "random"
+    cross_validation = (cross_validate(train, rad_train, config, settings, work_dir, folds, weights) if folds > 1
+                        else None)
+    net, probabilities = fit(train, val, rad_train, rad_val, config, settings, work_dir, no_metadata_head, weights)
     thresholds = youden_thresholds(val.labels, probabilities["fused"])
     summary = validation_summary(val.labels, probabilities)
     sources = {s: int((cache.mask_source == s).sum()) for s in ("expert", "predicted", "none")}
@@ -292,11 +301,12 @@ def train_classifier(
             "features then end-to-end fine-tune, metadata hidden at random (field-wise and all at once) so the "
             "image stands alone; cross-entropy weighted by (1/class frequency)^0.5"
             + stage1_recipe(settings)
+            + (f"; image branch initialised from {started}" if init_card else "")
         ),
         profile=profile,
         weights_file="classifier.pt",
         training_data=(
-            f"{len(train.labels)} labelled training images of the data folder ({_data_summary(records)} images in "
+            f"{len(train.labels)} labelled training images of the data folder ({data_summary(records)} images in "
             f"all{left_out}). Masks: expert masks where present ({sources['expert']}), otherwise predicted by the "
             f"starter segmenter ({sources['predicted']}, {segmenter}); no lesion found ({sources['none']}: empty "
             "mask channel, no radiomics, whole image)"
@@ -315,6 +325,7 @@ def train_classifier(
             "settings": settings.__dict__,
             "preprocessing": {name: getattr(config, name) for name in PREPROCESSING_CHOICES},
             "architecture": {name: list(getattr(config, name)) for name in ARCHITECTURE_CHOICES},
+            "image_branch_init": started,
         },
     )
     gate = fit_feature_gate(net, train, val)
@@ -332,6 +343,7 @@ def cross_validate(
     settings: TrainSettings,
     work_dir: Path,
     folds: int,
+    init: dict | None = None,
 ) -> dict:
     """k-fold cross-validation over the training part, grouped by image_id; mean and spread per variant."""
     ids = np.unique(train.image_ids)
@@ -342,7 +354,7 @@ def cross_validate(
         inner, outer = np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)
         _, probabilities = fit(
             train.subset(inner), train.subset(outer), rad_train[inner], rad_train[outer],
-            config, settings, work_dir / f"fold{k + 1}",
+            config, settings, work_dir / f"fold{k + 1}", init=init,
         )
         per_fold.append(validation_summary(train.labels[outer], probabilities))
         log.info("fold %d: %s", k + 1, per_fold[-1])

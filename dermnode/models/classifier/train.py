@@ -146,7 +146,9 @@ def drop_metadata(metadata: torch.Tensor, share: float, generator: torch.Generat
     return metadata
 
 
-def _cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 5 % of ``total_steps``, then cosine decay to zero (stepped once per batch)."""
+    total_steps = max(1, total_steps)  # 0: a stage of no epochs (stage 1 may be skipped after pretraining)
     warmup = max(1, total_steps // 20)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
@@ -191,7 +193,7 @@ def train_image_branch(
     params = list(net.image.parameters()) + list(net.image_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(train.labels) / settings.batch_size)
-    scheduler = _cosine(optimizer, settings.epochs * steps_per_epoch)
+    scheduler = cosine_schedule(optimizer, settings.epochs * steps_per_epoch)
     weights = class_weights(train.labels).to(device)
     checkpoint = work_dir / "stage1.pt"
     trained = nn.ModuleDict({"image": net.image, "image_head": net.image_head})  # what stage 1 trains and keeps
@@ -267,7 +269,7 @@ def train_head(
     weights = class_weights(labels.numpy()).to(device)
     views, n, _ = features.shape
     steps = math.ceil(n / 128)
-    scheduler = _cosine(optimizer, settings.head_epochs * steps)
+    scheduler = cosine_schedule(optimizer, settings.head_epochs * steps)
     head.train()
     for _ in range(settings.head_epochs):
         order, total = torch.randperm(n, generator=generator), 0.0
@@ -314,7 +316,7 @@ def finetune_fused(
     params = list(net.image.parameters()) + list(net.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr / 10, weight_decay=settings.weight_decay)
     steps = math.ceil(len(train.labels) / settings.batch_size)
-    scheduler = _cosine(optimizer, settings.finetune_epochs * steps)
+    scheduler = cosine_schedule(optimizer, settings.finetune_epochs * steps)
     device = _device(net)
     weights = class_weights(train.labels).to(device)
     labels, metadata = torch.from_numpy(train.labels), torch.from_numpy(train.metadata)
