@@ -119,7 +119,8 @@ def train_classifier_pretrain(
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="pretraining epochs [default: PretrainSettings']"),
     batch_size: int | None = typer.Option(None, "--batch-size", min=2, help="images per batch (each gives two "
                                           "views) [default: PretrainSettings']"),
-    image_size: int | None = typer.Option(None, "--image-size", min=32, help="as `train classifier --image-size`"),
+    image_size: int | None = typer.Option(None, "--image-size", min=32, help="the views' size in px: may be smaller "
+                                          "than the classifier's, to spend less per epoch [default: the profile's]"),
     blocks: str | None = typer.Option(None, "--blocks", help="as `train classifier --blocks`"),
     seed: int = typer.Option(0, "--seed", help="seed of the initial weights, the views and the batch order"),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)"),

@@ -23,7 +23,7 @@ from torch import nn
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.data import ClassifierCache
 from dermnode.models.classifier.fit import cached_images, data_summary, predicted_masks, split_cache, training_records
-from dermnode.models.classifier.net import ARCHITECTURE_CHOICES, PREPROCESSING_CHOICES, ClassifierConfig, ImageBranch
+from dermnode.models.classifier.net import ARCHITECTURE_CHOICES, ClassifierConfig, ImageBranch
 from dermnode.models.classifier.train import augment, cosine_schedule, to_tensors
 from dermnode.models.dataset_index import split_by_lesion
 from dermnode.models.device import torch_device
@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 NAME = "dermnode-classifier-image-pretraining"
 VERSION = "0.1.0"
 WEIGHTS_FILE = "image_branch.pt"
-#: what the fine-tuned network must share with the pretrained branch for its weights to fit
-MATCHING_FIELDS = ("profile", "widths", *ARCHITECTURE_CHOICES, *PREPROCESSING_CHOICES)
+#: what the fine-tuned network must share with the pretrained branch for its weights to fit the same kind of
+#: input; the image size may differ (the branch is convolutional and pools globally), so pretraining can run
+#: at a smaller size than training, where each epoch costs less
+MATCHING_FIELDS = ("profile", "widths", *ARCHITECTURE_CHOICES, "colour_constancy", "crop_margin")
 
 
 @dataclass
