@@ -113,24 +113,32 @@ def serve_env(home: Path, **overrides: str) -> dict[str, str]:
 
 @contextmanager
 def running_serve(home: Path, **overrides: str) -> Iterator[Served]:
-    """`dermnode serve` with its HTTP server on free ports; stopped with SIGTERM afterwards."""
+    """`dermnode serve` with its HTTP server on free ports; stopped with SIGTERM afterwards. It runs in a
+    process group of its own, which is killed at the end, so that no child (an embedded Redis, a worker)
+    outlives the test even when serve could not stop them in time."""
     env = serve_env(home, **overrides)
     log = home.parent / f"{home.name}-serve.log"
     home.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
         process = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     served = Served(process, f"http://127.0.0.1:{env['DERMNODE_HTTP_PORT']}", int(env["DERMNODE_PORT"]), home, log, env)
     try:
         wait_for_port(int(env["DERMNODE_HTTP_PORT"]), timeout=60, process=process)
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                finally:
+                    stop(process)
+        finally:
             try:
-                process.wait(timeout=60)
-            finally:
-                stop(process)
+                os.killpg(process.pid, signal.SIGKILL)  # whatever of its group is left
+            except ProcessLookupError:
+                pass
 
 
 def isic_studies(folder: Path, diagnoses: tuple[str, ...]) -> list[Path]:
