@@ -273,6 +273,7 @@ def test_a_left_out_evaluation_is_recorded_in_the_shipped_card(tmp_path):
     card = ModelCard.load(shipped)
     choice = card.metrics["choices_on_the_left_out_source"]["isic-8class"]["no colour constancy"]
     assert choice["headline"] == metrics["headline"] and choice["trained_without_it"]["version"] == "1.0-loso-plain"
+    assert choice["trained_without_it"]["image_branch_init"] == "random"  # no pretrained branch named in its card
     assert card.metrics["leave_one_source_out"]["isic-8class"]["trained_without_it"]["version"] == "1.0-loso"
 
 

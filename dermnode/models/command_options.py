@@ -87,7 +87,8 @@ def record_left_out_metrics(card_dir: Path, weights_dir: Path, source: str, metr
                                       "training_data": left_out.training_data,
                                       "settings": left_out.extra.get("settings"),
                                       "preprocessing": left_out.extra.get("preprocessing"),
-                                      "architecture": left_out.extra.get("architecture")}}
+                                      "architecture": left_out.extra.get("architecture"),
+                                      "image_branch_init": left_out.extra.get("image_branch_init", "random")}}
     if choice is not None:
         entry = {"n": metrics.get("n"), **trained, "headline": metrics.get("headline"),
                  "inference_choices": metrics.get("inference_choices")}
