@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ import pytest
 
 from dermnode.contract import PatientMetadata
 from dermnode.models.model_card import STARTER_DIR
-from peers import assert_dciodvfy_clean, free_port, orthanc, shared_data, stop, tool, wait_for_port
+from peers import assert_dciodvfy_clean, free_port, orthanc, shared_data, tool, wait_for_port
+from serve_process import end_serve, start_serve
 
 pytestmark = pytest.mark.peers
 
@@ -70,9 +70,7 @@ def test_ten_studies_through_serve_come_back_to_orthanc(tmp_path: Path) -> None:
                    DERMNODE_DESTINATIONS=pacs.address, DERMNODE_QUIET_SECONDS="1",
                    DERMNODE_DISPATCH_POLL_SECONDS="0.5", DERMNODE_RETRY_BASE_SECONDS="0.5",
                    DERMNODE_HTTP_PORT="0")
-        log = (tmp_path / "serve.log").open("w")
-        serve = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=env, stdout=log,
-                                 stderr=subprocess.STDOUT)
+        serve = start_serve(env, tmp_path / "serve.log")
         try:
             wait_for_port(port, timeout=60, process=serve)
             sent = subprocess.run(
@@ -97,12 +95,7 @@ def test_ten_studies_through_serve_come_back_to_orthanc(tmp_path: Path) -> None:
                                    capture_output=True, text=True, timeout=60)
             assert audit.returncode == 0, audit.stderr
         finally:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                assert serve.wait(timeout=60) == 0
-            finally:
-                stop(serve)
-                log.close()
+            assert end_serve(serve) == 0
 
         # every object the node wrote passes dciodvfy; a KOS for each vetoed image, none otherwise
         results = tmp_path / "results"

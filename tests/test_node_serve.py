@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import redis
 from dermnode.node.audit import AuditStore
 from node_support import make_study, node_settings, storescu
 from peers import redis_server, wait_for_port
+from serve_process import end_serve, kill_serve, start_serve
 
 pytestmark = pytest.mark.peers
 
@@ -30,8 +29,7 @@ def _serve(settings, log: Path, **env: str) -> subprocess.Popen:
     }
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DERMNODE_")}
     environment.update(variables, **env)
-    process = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=environment,
-                               stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    process = start_serve(environment, log)
     wait_for_port(settings.port, timeout=60, process=process)
     return process
 
@@ -55,8 +53,7 @@ def test_sigkill_after_success_before_enqueue(tmp_path: Path) -> None:
         try:
             assert storescu(settings, files).returncode == 0
         finally:
-            first.kill()  # SIGKILL: success was answered, the quiet period never ended
-            first.wait()
+            kill_serve(first)  # SIGKILL: success was answered, the quiet period never ended
         audit = AuditStore(settings.database_url)
         assert len(audit.events(study_uid, kind="received")) == 2
         assert not audit.events(study_uid, kind="queued")
@@ -72,8 +69,7 @@ def test_sigkill_after_success_before_enqueue(tmp_path: Path) -> None:
             assert len(queued) == 1, log.read_text()
             assert _queued_studies(broker_url, settings.queue) == [study_uid]
         finally:
-            second.send_signal(signal.SIGTERM)
-            assert second.wait(timeout=30) == 0, log.read_text()
+            assert end_serve(second, timeout=30) == 0, log.read_text()
         assert "stopped" in log.read_text()
 
 
@@ -86,8 +82,7 @@ def test_serve_with_embedded_queue_starts_and_stops_cleanly(tmp_path: Path) -> N
         time.sleep(1.0)
         assert process.poll() is None, log.read_text()
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, log.read_text()
+        assert end_serve(process) == 0, log.read_text()
     text = log.read_text()
     assert "embedded queue" in text and "stopped" in text
     assert (settings.home / "queue" / "redis.db").exists(), "the embedded Redis saved its queue on shutdown"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from dermnode.node.audit import AuditStore
 from dermnode.node.disk import MIB
 from node_support import RecordingEnqueue, make_study, node_settings, running_node, storescu
 from peers import redis_server, tool, wait_for_port
+from serve_process import end_serve, start_serve
 
 pytestmark = pytest.mark.peers
 
@@ -54,15 +53,13 @@ def test_serve_logs_to_a_rotating_file_with_the_watermark_once_and_no_secrets(tm
                            DERMNODE_BROKER_URL=broker_url, DERMNODE_HTTP_PORT="0",
                            DERMNODE_DISK_WATERMARK_MB=str(_above_free_space(settings.home)))
         stderr_log = tmp_path / "stderr.log"
-        serve = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=environment,
-                                 stdout=subprocess.DEVNULL, stderr=stderr_log.open("wb"))
+        serve = start_serve(environment, stderr_log, stdout=subprocess.DEVNULL)
         try:
             wait_for_port(settings.port, timeout=60, process=serve)
             storescu(settings, files[:1])
             storescu(settings, files[1:])
         finally:
-            serve.send_signal(signal.SIGTERM)
-            assert serve.wait(timeout=60) == 0
+            assert end_serve(serve) == 0
         log_file = settings.home / "logs" / "dermnode.log"
         text = log_file.read_text()
         assert "listening on" in text and "stopped" in text

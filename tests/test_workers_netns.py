@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from netns_support import namespace
 from peers import free_port, orthanc, redis_server, shared_data, stop, tool, wait_for_port
 from pg_support import postgres_schema_url, postgres_server  # noqa: F401 - the fixture
+from serve_process import end_serve, start_serve
 from test_end_to_end import SEG, SR, pick_images, starter_models
 
 pytestmark = pytest.mark.peers
@@ -90,9 +90,7 @@ def test_two_namespaced_stateless_workers_deliver_every_result_once(tmp_path: Pa
             "DERMNODE_QUIET_SECONDS": "1", "DERMNODE_DISPATCH_POLL_SECONDS": "0.5",
             "DERMNODE_RETRY_BASE_SECONDS": "0.5"}
         serve_log = tmp_path / "serve.log"
-        with serve_log.open("w") as log:
-            serve = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        serve = start_serve(env, serve_log)
         workers, worker_logs = [], []
         try:
             wait_for_port(dicom_port, timeout=120, process=serve)
@@ -128,11 +126,9 @@ def test_two_namespaced_stateless_workers_deliver_every_result_once(tmp_path: Pa
             logs = "\n".join(path.read_text()[-3000:] for path in [serve_log, *worker_logs])
             assert classes.count(SR) == expected and classes.count(SEG) == expected, f"{classes}\n{logs}"
         finally:
-            serve.send_signal(signal.SIGTERM)
             try:
-                serve.wait(timeout=60)
+                end_serve(serve)
             finally:
-                stop(serve)
                 for worker in workers:
                     stop(worker)
 

@@ -12,7 +12,6 @@ result exactly once.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pydicom import dcmread
 from dermnode.node.audit import AuditStore
 from node_support import make_study, node_settings, storescu
 from peers import free_port, stop, tool, wait_for_port
+from serve_process import end_serve, kill_serve, start_serve
 
 pytestmark = pytest.mark.peers
 REDELIVERY_WORKER = Path(__file__).with_name("test_workers_redelivery.py")
@@ -50,9 +50,9 @@ def environment(settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_serve(settings, log: Path, **extra: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=environment(settings, **extra),
-                               stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def serve_on(settings, log: Path, **extra: str) -> subprocess.Popen:
+    """`dermnode serve` for ``settings``, listening (`serve_process.start_serve`)."""
+    process = start_serve(environment(settings, **extra), log)
     wait_for_port(settings.port, timeout=60, process=process)
     return process
 
@@ -110,7 +110,7 @@ def test_external_redis_killed_and_restarted_empty(tmp_path: Path) -> None:
     settings = node_settings(tmp_path, broker_url=f"redis://127.0.0.1:{port}/0", quiet_seconds=0.3)
     serve_log, worker_log = tmp_path / "serve.log", tmp_path / "worker.log"
     logs = [serve_log, worker_log]
-    serve = start_serve(settings, serve_log)
+    serve = serve_on(settings, serve_log)
     worker_env = environment(settings, DERMNODE_TEST_ANALYSIS_SECONDS="1.5",
                              DERMNODE_TEST_ANALYSIS_MARKER=str(tmp_path / "started"))
     worker = subprocess.Popen([sys.executable, str(REDELIVERY_WORKER)], env=worker_env,
@@ -129,8 +129,7 @@ def test_external_redis_killed_and_restarted_empty(tmp_path: Path) -> None:
         assert len(audit.events(kind="study_analysed")) == 5
     finally:
         stop(worker)
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=60)
+        end_serve(serve)
         stop(redis_process)
         audit.close()
 
@@ -142,19 +141,18 @@ def test_serve_restarted_after_redis_lost_its_messages_queues_them_again(tmp_pat
     redis_process = start_redis(port, tmp_path / "redis")
     settings = node_settings(tmp_path, broker_url=f"redis://127.0.0.1:{port}/0", quiet_seconds=0.3)
     log = tmp_path / "serve.log"
-    serve = start_serve(settings, log)  # no worker: the study stays queued
+    serve = serve_on(settings, log)  # no worker: the study stays queued
     audit = AuditStore(settings.database_url)
     try:
         send_studies(settings, tmp_path / "in", count=1)
         wait_until(lambda: audit.events(kind="queued"), 30, "the study queued", [log])
         (queued,) = audit.events(kind="queued")
-        serve.kill()  # the node and Redis die together; Redis comes back empty
-        serve.wait()
+        kill_serve(serve)  # the node and Redis die together; Redis comes back empty
         redis_process.kill()
         redis_process.wait()
         redis_process = start_redis(port, tmp_path / "redis")
         assert live_tasks(settings) == set()
-        serve = start_serve(settings, log)
+        serve = serve_on(settings, log)
         wait_until(lambda: audit.events(kind="requeued"), 30, "the study queued again on start", [log])
         (requeued,) = audit.events(kind="requeued")
         assert requeued["study_uid"] == queued["study_uid"]
@@ -163,8 +161,7 @@ def test_serve_restarted_after_redis_lost_its_messages_queues_them_again(tmp_pat
         time.sleep(3.0)  # more passes: the live message is not queued a second time
         assert len(audit.events(kind="requeued")) == 1
     finally:
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(timeout=60)
+        end_serve(serve)
         stop(redis_process)
         audit.close()
 
@@ -174,7 +171,7 @@ def _embedded(tmp_path: Path, kill: str) -> None:
     settings = node_settings(tmp_path, broker_url="", quiet_seconds=0.3)
     serve_log = tmp_path / "serve.log"
     logs = [serve_log, settings.home / "logs" / "worker.log", settings.home / "logs" / "redis.log"]
-    serve = start_serve(settings, serve_log, DERMNODE_VISIBILITY_TIMEOUT="5")
+    serve = serve_on(settings, serve_log, DERMNODE_VISIBILITY_TIMEOUT="5")
     audit = AuditStore(settings.database_url)
     try:
         sop_uids = send_studies(settings, tmp_path / "in", count=2)
@@ -189,8 +186,7 @@ def _embedded(tmp_path: Path, kill: str) -> None:
         assert_exactly_once(audit, sop_uids)
         assert serve.poll() is None, "serve itself was not restarted"
     finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(timeout=60) == 0, serve_log.read_text()
+        assert end_serve(serve) == 0, serve_log.read_text()
         audit.close()
 
 

@@ -7,7 +7,6 @@ import base64
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ import pytest
 from dermnode.contract import PatientMetadata
 from dermnode.web.auth import hash_password, new_token
 from node_support import make_dataset, storescp_on, write
-from peers import free_port, shared_data, stop, tool, wait_for_port
+from peers import free_port, shared_data, tool, wait_for_port
+from serve_process import end_serve, start_serve
 
 OPERATOR, OPERATOR_PASSWORD = "alice", "alice-operator-1"
 READER, READER_PASSWORD = "bob", "bob-reads-only-1"
@@ -113,32 +113,18 @@ def serve_env(home: Path, **overrides: str) -> dict[str, str]:
 
 @contextmanager
 def running_serve(home: Path, **overrides: str) -> Iterator[Served]:
-    """`dermnode serve` with its HTTP server on free ports; stopped with SIGTERM afterwards. It runs in a
-    process group of its own, which is killed at the end, so that no child (an embedded Redis, a worker)
-    outlives the test even when serve could not stop them in time."""
+    """`dermnode serve` with its HTTP server on free ports; stopped with SIGTERM afterwards, its whole
+    process group with it (`serve_process`)."""
     env = serve_env(home, **overrides)
     log = home.parent / f"{home.name}-serve.log"
     home.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "dermnode.cli", "serve"], env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+    process = start_serve(env, log)
     served = Served(process, f"http://127.0.0.1:{env['DERMNODE_HTTP_PORT']}", int(env["DERMNODE_PORT"]), home, log, env)
     try:
         wait_for_port(int(env["DERMNODE_HTTP_PORT"]), timeout=60, process=process)
         yield served
     finally:
-        try:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                finally:
-                    stop(process)
-        finally:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # whatever of its group is left
-            except ProcessLookupError:
-                pass
+        end_serve(process)
 
 
 def isic_studies(folder: Path, diagnoses: tuple[str, ...]) -> list[Path]:
