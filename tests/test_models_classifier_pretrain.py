@@ -15,6 +15,7 @@ from dermnode.models.classifier.net import ClassifierConfig, ImageBranch
 from dermnode.models.classifier.pretrain import (
     NAME,
     PretrainSettings,
+    TooFewImages,
     load_pretrained,
     nt_xent,
     pretrain_image_branch,
@@ -75,7 +76,7 @@ def test_pretraining_changes_the_branch_reports_its_figures_and_resumes_to_the_s
     assert torch.load(tmp_path / "pretrain.pt", weights_only=False)["epoch"] == 2
     resumed, again = run()  # a restarted run finds both epochs done and keeps their weights and figures
     assert again == figures and all(torch.equal(v, resumed.state_dict()[k]) for k, v in trained.items())
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(TooFewImages, match="too few"):
         pretrain_image_branch(SMALL, small_cache.subset(np.arange(7)), settings, tmp_path / "few", progress=False)
 
 
@@ -119,6 +120,11 @@ def test_pretrain_command_writes_a_branch_that_train_classifier_refuses_for_othe
     assert card.name == NAME and card.metrics["last_epoch"]["epochs"] == 1 and card.split_ids["train"]
     assert "labels unread" in card.training_data and "CC BY-NC" in card.licence
     assert '"partner_found"' in result.output  # the last epoch's figures are printed
+    few = tmp_path / "few"
+    result = runner.invoke(app, ["train", "classifier-pretrain", "--data", str(data), "--out", str(tmp_path / "none"),
+                                 "--work", str(few), "--batch-size", "1000"])
+    assert result.exit_code == 2 and "too few for batches of 1000" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "none").exists() and not list(few.iterdir()), "refused before any image was read"
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "metadata.csv").write_text("image_id,collection,diagnosis\n")
     result = runner.invoke(app, ["train", "classifier", "--data", str(tmp_path / "empty"), "--out",

@@ -27,7 +27,7 @@ from dermnode.models.bcc_sk.evaluate import evaluate_bcc_sk, evaluation_records
 from dermnode.models.bcc_sk.net import CPU_CLIP_CONFIG, PAPER_MODEL, BccSkNet, build_clip, pretrained_path
 from dermnode.models.checkpoints import load_checkpoint, save_checkpoint
 from dermnode.models.classifier.data import ClassifierCache, build_cache
-from dermnode.models.classifier.train import augment, to_tensors
+from dermnode.models.classifier.train import augment, cosine_schedule, to_tensors
 from dermnode.models.dataset_index import load_records, split_by_lesion, training_images
 from dermnode.models.device import torch_device
 from dermnode.models.model_card import ModelCard
@@ -71,9 +71,7 @@ def train_encoders(
     optimizer = torch.optim.AdamW(net.clip.parameters(), lr=settings.lr, weight_decay=0.05)
     steps = math.ceil(len(targets) / settings.batch_size)
     total_steps = settings.encoder_epochs * steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
-    )
+    scheduler = cosine_schedule(optimizer, total_steps, warmup_steps=steps)  # one epoch of warm-up
     checkpoint = work_dir / "bcc_sk_stage_a.pt"
     device = net.mean.device
     start, _ = load_checkpoint(checkpoint, net, optimizer, generator, scheduler, map_location=device)

@@ -128,7 +128,7 @@ def train_classifier_pretrain(
     """Pretrain the classifier's image branch without labels (SimCLR) on the images `train classifier`
     trains on; `train classifier --init-from OUT` starts from it."""
     from dermnode.models.classifier.net import ClassifierConfig
-    from dermnode.models.classifier.pretrain import PretrainSettings, pretrain_classifier
+    from dermnode.models.classifier.pretrain import PretrainSettings, TooFewImages, pretrain_classifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads(threads)
@@ -138,9 +138,12 @@ def train_classifier_pretrain(
     choices = {name: value for name, value in chosen.items() if value is not None}
     try:
         ClassifierConfig.for_profile(profile, **choices)
-        figures = pretrain_classifier(data, out, profile, work, settings, leave_out, choices)
     except ValueError as error:
         raise UserError(str(error)) from error
+    try:
+        figures = pretrain_classifier(data, out, profile, work, settings, leave_out, choices)
+    except TooFewImages as error:
+        raise UserError(f"{error}: give more images or a smaller --batch-size") from error
     typer.echo(json.dumps(figures, indent=2))
 
 

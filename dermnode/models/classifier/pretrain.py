@@ -52,6 +52,16 @@ class PretrainSettings:
     seed: int = 0
 
 
+class TooFewImages(ValueError):
+    """Fewer images than two batches: no epoch would have a full batch to learn from."""
+
+
+def check_enough_images(count: int, settings: PretrainSettings) -> None:
+    """Raise `TooFewImages` unless ``count`` images give two full batches or more."""
+    if count < 2 * settings.batch_size:
+        raise TooFewImages(f"{count} images are too few for batches of {settings.batch_size} (need twice that)")
+
+
 class ProjectionHead(nn.Sequential):
     """The MLP between the pooled features and the contrastive loss (dropped after pretraining)."""
 
@@ -96,8 +106,7 @@ def pretrain_image_branch(config: ClassifierConfig, images: ClassifierCache, set
     ``work_dir/pretrain.pt`` (resumed when present); returns the branch on the CPU and the last epoch's figures."""
     from tqdm import tqdm
 
-    if len(images.labels) < 2 * settings.batch_size:
-        raise ValueError(f"{len(images.labels)} images are too few for batches of {settings.batch_size} (need twice that)")
+    check_enough_images(len(images.labels), settings)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     device = torch_device()
@@ -160,12 +169,14 @@ def pretrain_classifier(data_dir: Path, out_dir: Path, profile: str, work_dir: P
                         leave_out: str | None = None, choices: dict | None = None) -> dict:
     """Pretrain the image branch on the training side of `train classifier`'s lesion split (the same
     images, prepared the same way, without ``leave_out``) and write it to ``out_dir``; returns the last
-    epoch's figures. A classifier trained in the same work directory reuses the prepared images."""
+    epoch's figures. A classifier trained in the same work directory reuses the prepared images.
+    `TooFewImages` when the training side cannot fill two batches."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     config = ClassifierConfig.for_profile(profile, **(choices or {}))
     records = training_records(Path(data_dir), leave_out)
     split = split_by_lesion(records=records)
+    check_enough_images(len(split.train_ids), settings)  # before any image is read
     cache = cached_images(records, config, "expert", work_dir, predicted_masks(records, work_dir))
     train, _ = split_cache(cache, split)
     branch, figures = pretrain_image_branch(config, train, settings, work_dir)

@@ -146,10 +146,12 @@ def drop_metadata(metadata: torch.Tensor, share: float, generator: torch.Generat
     return metadata
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over the first 5 % of ``total_steps``, then cosine decay to zero (stepped once per batch)."""
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
+                    warmup_steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps`` (default: the first 5 % of ``total_steps``) times a cosine decay
+    to zero at ``total_steps`` (stepped once per batch)."""
     total_steps = max(1, total_steps)  # 0: a stage of no epochs (stage 1 may be skipped after pretraining)
-    warmup = max(1, total_steps // 20)
+    warmup = max(1, total_steps // 20 if warmup_steps is None else warmup_steps)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
     )
